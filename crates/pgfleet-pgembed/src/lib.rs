@@ -1,0 +1,236 @@
+//! # pgfleet-pgembed
+//!
+//! A private PostgreSQL cluster started from the machine's PostgreSQL install, so that
+//! `pgfleet dev` and the test suite need nothing but `initdb` and `pg_ctl` on disk.
+//!
+//! - The binaries are found through `PGFLEET_PG_BIN`, else `pg_config --bindir`, else the
+//!   newest `/usr/lib/postgresql/*/bin`.
+//! - PostgreSQL refuses to run as root: when we are root, the cluster is initialised and run
+//!   as the `postgres` user (through `runuser`), and its directory is handed to that user.
+//! - It listens on 127.0.0.1 on a port the OS picked, plus a Unix socket in its directory.
+//! - A watchdog process stops the cluster (and removes it, if it is temporary) when the
+//!   owning process exits, however it exits — a SIGKILLed test run leaks nothing.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use thiserror::Error;
+
+/// Why the cluster could not be started.
+#[derive(Debug, Error)]
+pub enum EmbedError {
+    /// No PostgreSQL server binaries were found.
+    #[error("no PostgreSQL install found (set PGFLEET_PG_BIN to the directory holding initdb and pg_ctl, or set DATABASE_URL)")]
+    NoInstall,
+    /// A command failed.
+    #[error("{command} failed: {output}")]
+    Command {
+        /// What ran.
+        command: String,
+        /// What it printed.
+        output: String,
+    },
+    /// File system or process error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EmbedError {
+    let context = context.into();
+    move |source| EmbedError::Io { context, source }
+}
+
+/// Settings for a cluster.
+#[derive(Debug, Clone)]
+pub struct EmbedConfig {
+    /// Where the cluster lives (`<dir>/data` holds the data directory).
+    pub dir: PathBuf,
+    /// Remove `dir` when the owning process exits (tests) or keep it (dev).
+    pub temporary: bool,
+    /// Trade durability for speed (`fsync=off`): for tests only.
+    pub fast_unsafe: bool,
+    /// Port to listen on; `None` picks a free one.
+    pub port: Option<u16>,
+}
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: PathBuf,
+    port: u16,
+    bin: PathBuf,
+}
+
+impl Cluster {
+    /// Initialises (if needed) and starts a cluster; it is stopped when this process exits.
+    ///
+    /// # Errors
+    /// [`EmbedError`] when PostgreSQL is missing or refuses to start.
+    pub fn start(config: &EmbedConfig) -> Result<Self, EmbedError> {
+        let bin = find_bin().ok_or(EmbedError::NoInstall)?;
+        let data = config.dir.join("data");
+        std::fs::create_dir_all(&config.dir).map_err(io(format!("create {}", config.dir.display())))?;
+        let as_root = is_root();
+        if as_root {
+            run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&config.dir))?;
+        }
+        if !data.join("PG_VERSION").exists() {
+            let mut initdb = pg_command(&bin.join("initdb"), as_root);
+            initdb
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+            run(&mut initdb)?;
+        }
+        let port = match config.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let mut opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=300 \
+             -c shared_buffers=256MB",
+            config.dir.display()
+        );
+        if config.fast_unsafe {
+            opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        let log = config.dir.join("postgres.log");
+        let mut start = pg_command(&bin.join("pg_ctl"), as_root);
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(&opts)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "start"]);
+        run(&mut start)?;
+        let cluster = Self {
+            dir: config.dir.clone(),
+            port,
+            bin,
+        };
+        cluster.spawn_watchdog(config.temporary, as_root)?;
+        Ok(cluster)
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/<database>`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The cluster directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts a watchdog that stops the cluster when this process is gone.
+    fn spawn_watchdog(&self, remove: bool, as_root: bool) -> Result<(), EmbedError> {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.dir.join("data");
+        let stop = if as_root {
+            format!(
+                "runuser -u postgres -- {} -D {} -m fast -w stop",
+                pg_ctl.display(),
+                data.display()
+            )
+        } else {
+            format!("{} -D {} -m fast -w stop", pg_ctl.display(), data.display())
+        };
+        let cleanup = if remove {
+            format!("; rm -rf {}", self.dir.display())
+        } else {
+            String::new()
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1{cleanup}",
+            pid = std::process::id()
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io("spawn watchdog"))?;
+        Ok(())
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn pg_command(program: &Path, as_root: bool) -> Command {
+    if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<(), EmbedError> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io(format!("run {shown}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(EmbedError::Command {
+            command: shown,
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })
+    }
+}
+
+fn free_port() -> Result<u16, EmbedError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io("bind a free port"))?;
+    l.local_addr().map(|a| a.port()).map_err(io("read port"))
+}
+
+/// Finds the directory holding `initdb` and `pg_ctl`.
+pub fn find_bin() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("PGFLEET_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, b)| b)
+}

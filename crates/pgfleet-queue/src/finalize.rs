@@ -1,0 +1,178 @@
+//! Finalize: record what happened to claimed jobs, many per statement.
+//!
+//! One statement applies a whole batch of outcomes: completed / discarded / cancelled jobs
+//! move to `jobs_finished`; retried, snoozed and released jobs go back to waiting in
+//! `jobs`. Every write is fenced on `(id, attempt, state = 'running')`, so a worker whose
+//! job was rescued and re-claimed elsewhere cannot overwrite the newer attempt.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::backoff::Backoff;
+use crate::error::Result;
+use crate::job::insert_finished_from;
+use crate::Queue;
+
+/// What happened to one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Success: the job is completed.
+    Completed,
+    /// Failed; run again at `at` (the caller computed the backoff).
+    Retry {
+        /// Next attempt time.
+        at: DateTime<Utc>,
+        /// The error, recorded in the job's history.
+        error: String,
+    },
+    /// Failed for good (permanent error or attempts exhausted).
+    Discard {
+        /// The error, recorded in the job's history.
+        error: String,
+    },
+    /// Stopped because an operator cancelled it.
+    Cancelled {
+        /// Why, recorded in the history.
+        reason: String,
+    },
+    /// Not an error: run again at `at` without spending an attempt.
+    Snooze {
+        /// Next attempt time.
+        at: DateTime<Utc>,
+    },
+    /// Given back unstarted or interrupted by shutdown: available now, attempt not spent.
+    Release,
+}
+
+impl Outcome {
+    /// The outcome of failed attempt `attempt` (of `max_attempts`) under `backoff`: retry
+    /// after the backoff, or discard when `permanent` or when this was the last attempt.
+    pub fn failure(
+        attempt: i32,
+        max_attempts: i32,
+        error: impl Into<String>,
+        permanent: bool,
+        backoff: &Backoff,
+    ) -> Self {
+        let error = error.into();
+        if permanent || attempt >= max_attempts {
+            Outcome::Discard { error }
+        } else {
+            let delay = chrono::Duration::from_std(backoff.delay(attempt))
+                .unwrap_or(chrono::Duration::hours(1));
+            Outcome::Retry {
+                at: Utc::now() + delay,
+                error,
+            }
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Discard { .. } => "discarded",
+            Outcome::Cancelled { .. } => "cancelled",
+            Outcome::Snooze { .. } => "snooze",
+            Outcome::Release => "release",
+        }
+    }
+}
+
+/// One finished attempt, as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// Job id.
+    pub id: i64,
+    /// The attempt number the worker claimed (fencing token).
+    pub attempt: i32,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// What a finalize batch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FinalizeCounts {
+    /// Jobs moved to a final state.
+    pub finalized: u64,
+    /// Jobs put back to wait (retry, snooze, release).
+    pub requeued: u64,
+}
+
+const FINALIZE_SQL: &str = concat!(
+    r#"
+WITH o AS MATERIALIZED (
+    SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[])
+        AS o(id, attempt, outcome, run_at, error)
+), requeued AS (
+    UPDATE pgfleet.jobs j
+    SET state = CASE o.outcome WHEN 'retry' THEN 'retryable' ELSE 'available' END::pgfleet.job_state,
+        run_at = coalesce(o.run_at, now()),
+        lease_until = NULL,
+        max_attempts = j.max_attempts + CASE WHEN o.outcome = 'retry' THEN 0 ELSE 1 END,
+        errors = CASE WHEN o.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(o.error) END
+    FROM o
+    WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
+      AND o.outcome IN ('retry', 'snooze', 'release')
+    RETURNING j.id
+), moved AS (
+    DELETE FROM pgfleet.jobs j
+    USING o
+    WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
+      AND o.outcome IN ('completed', 'discarded', 'cancelled')
+    RETURNING j.*, o.outcome AS final_state, o.error AS final_error
+), fin AS ("#,
+    insert_finished_from!(),
+    r#" moved RETURNING 1
+)
+SELECT (SELECT count(*) FROM fin) AS finalized, (SELECT count(*) FROM requeued) AS requeued
+"#
+);
+
+impl Queue {
+    /// Applies a batch of outcomes in one statement. Outcomes whose job is no longer held at
+    /// that attempt (rescued, cancelled, deleted) are ignored.
+    ///
+    /// # Errors
+    /// [`crate::QueueError::Database`]; nothing is applied then.
+    pub async fn finalize(&self, batch: &[Finished]) -> Result<FinalizeCounts> {
+        if batch.is_empty() {
+            return Ok(FinalizeCounts::default());
+        }
+        let now = Utc::now();
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut attempts = Vec::with_capacity(batch.len());
+        let mut codes = Vec::with_capacity(batch.len());
+        let mut run_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(batch.len());
+        let mut errors: Vec<Option<Value>> = Vec::with_capacity(batch.len());
+        for f in batch {
+            ids.push(f.id);
+            attempts.push(f.attempt);
+            codes.push(f.outcome.code());
+            let (at, err) = match &f.outcome {
+                Outcome::Completed | Outcome::Release => (None, None),
+                Outcome::Retry { at, error } => (Some(*at), Some(("error", error.as_str()))),
+                Outcome::Discard { error } => (None, Some(("error", error.as_str()))),
+                Outcome::Cancelled { reason } => (None, Some(("cancelled", reason.as_str()))),
+                Outcome::Snooze { at } => (Some(*at), None),
+            };
+            run_at.push(at);
+            errors.push(err.map(|(kind, message)| {
+                json!({"attempt": f.attempt, "at": now, "kind": kind, "error": message})
+            }));
+        }
+        let row = sqlx::query(FINALIZE_SQL)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(&codes)
+            .bind(&run_at)
+            .bind(&errors)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(FinalizeCounts {
+            finalized: row.try_get::<i64, _>("finalized")? as u64,
+            requeued: row.try_get::<i64, _>("requeued")? as u64,
+        })
+    }
+}

@@ -1,0 +1,356 @@
+//! Job types: the state machine, a validated new job, and a job as stored.
+//!
+//! State machine (see ARCHITECTURE.md):
+//! `available` → (claim) → `running` → `completed` | `retryable` (backoff) | `discarded`
+//! (attempts exhausted or permanent error) | `cancelled`; `retryable` → (run_at reached,
+//! claimed) → `running`; a running job whose lease expires is rescued back to `retryable`.
+//! `discarded` → (operator retry) → `available`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{QueueError, Result};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "pgfleet.job_state", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting to run (at or after `run_at`).
+    Available,
+    /// Claimed by a worker and holding a lease.
+    Running,
+    /// Failed; waits for its backoff (`run_at`) before the next attempt.
+    Retryable,
+    /// Finished successfully.
+    Completed,
+    /// Gave up: attempts exhausted or a permanent error.
+    Discarded,
+    /// Cancelled by an operator.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state, in life order.
+    pub const ALL: [JobState; 6] = [
+        JobState::Available,
+        JobState::Running,
+        JobState::Retryable,
+        JobState::Completed,
+        JobState::Discarded,
+        JobState::Cancelled,
+    ];
+
+    /// The lowercase name used in SQL, JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Available => "available",
+            JobState::Running => "running",
+            JobState::Retryable => "retryable",
+            JobState::Completed => "completed",
+            JobState::Discarded => "discarded",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// True for the final states, which live in `jobs_finished`.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Discarded | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = QueueError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                QueueError::invalid(
+                    "state",
+                    format!(
+                        "unknown state {s:?}; expected one of available, running, retryable, \
+                         completed, discarded, cancelled"
+                    ),
+                )
+            })
+    }
+}
+
+/// Checks a queue or kind name: 1..=128 characters of `[A-Za-z0-9_.:-]`.
+fn check_name(field: &'static str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > 128 {
+        return Err(QueueError::invalid(field, "must be 1 to 128 characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    {
+        return Err(QueueError::invalid(
+            field,
+            format!("character {c:?} is not allowed (use letters, digits, _ . : -)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a queue name (see [`NewJob`]).
+///
+/// # Errors
+/// [`QueueError::Invalid`] naming `queue`.
+pub fn validate_queue_name(s: &str) -> Result<()> {
+    check_name("queue", s)
+}
+
+/// The highest (most urgent) priority.
+pub const PRIORITY_HIGHEST: i16 = 0;
+/// The lowest priority.
+pub const PRIORITY_LOWEST: i16 = 9;
+/// The default priority of a new job.
+pub const PRIORITY_DEFAULT: i16 = 1;
+/// The default attempt limit of a new job.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 20;
+
+/// A job to enqueue, validated on [`NewJob::validate`] (called by every enqueue).
+///
+/// Fields are public so callers can build them from their own DTOs; the enqueue functions
+/// refuse an invalid job with [`QueueError::Invalid`] naming the field, before writing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// Queue name: 1..=128 of `[A-Za-z0-9_.:-]`.
+    pub queue: String,
+    /// Job kind (selects the handler), same alphabet as queue.
+    pub kind: String,
+    /// JSON payload handed to the handler.
+    pub payload: Value,
+    /// 0 (highest) ..= 9 (lowest); jobs with a lower number run first.
+    pub priority: i16,
+    /// Earliest time to run; `None` = now.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Attempts before the job is discarded (≥ 1).
+    pub max_attempts: i32,
+    /// Key hashed to choose the partition (user id, event id...). `None` spreads jobs evenly.
+    pub partition_key: Option<String>,
+    /// When set, enqueue is idempotent on this key and returns the existing job.
+    pub unique_key: Option<String>,
+    /// Free-form metadata (trace context lives here).
+    pub metadata: Value,
+}
+
+impl NewJob {
+    /// A job with default priority, attempts and an empty object payload.
+    pub fn new(queue: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self {
+            queue: queue.into(),
+            kind: kind.into(),
+            payload: Value::Object(Default::default()),
+            priority: PRIORITY_DEFAULT,
+            run_at: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            partition_key: None,
+            unique_key: None,
+            metadata: Value::Object(Default::default()),
+        }
+    }
+
+    /// Sets the payload.
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// Parses and sets the payload from JSON text.
+    ///
+    /// # Errors
+    /// [`QueueError::Invalid`] naming `payload` when the text is not JSON.
+    pub fn payload_json(mut self, text: &str) -> Result<Self> {
+        self.payload = serde_json::from_str(text)
+            .map_err(|e| QueueError::invalid("payload", format!("not valid JSON: {e}")))?;
+        Ok(self)
+    }
+
+    /// Sets the priority (0 highest ..= 9 lowest).
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Schedules the job for later.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Sets the attempt limit.
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Sets the partition key.
+    pub fn partition_key(mut self, key: impl Into<String>) -> Self {
+        self.partition_key = Some(key.into());
+        self
+    }
+
+    /// Sets the unique key.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`QueueError::Invalid`] naming the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        check_name("queue", &self.queue)?;
+        check_name("kind", &self.kind)?;
+        if !(PRIORITY_HIGHEST..=PRIORITY_LOWEST).contains(&self.priority) {
+            return Err(QueueError::invalid(
+                "priority",
+                format!(
+                    "must be between {PRIORITY_HIGHEST} (highest) and {PRIORITY_LOWEST}, got {}",
+                    self.priority
+                ),
+            ));
+        }
+        if self.max_attempts < 1 {
+            return Err(QueueError::invalid(
+                "max_attempts",
+                format!("must be at least 1, got {}", self.max_attempts),
+            ));
+        }
+        if !self.metadata.is_object() {
+            return Err(QueueError::invalid("metadata", "must be a JSON object"));
+        }
+        for (field, v) in [
+            ("partition_key", &self.partition_key),
+            ("unique_key", &self.unique_key),
+        ] {
+            if let Some(v) = v {
+                if v.is_empty() || v.len() > 512 {
+                    return Err(QueueError::invalid(field, "must be 1 to 512 bytes"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A job as stored, in either table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Job {
+    /// Job id (unique for the life of the install).
+    pub id: i64,
+    /// Queue.
+    pub queue: String,
+    /// Kind.
+    pub kind: String,
+    /// Partition (0..P).
+    pub partition: i16,
+    /// Priority, 0 highest.
+    pub priority: i16,
+    /// State.
+    pub state: JobState,
+    /// Payload.
+    pub payload: Value,
+    /// Metadata (trace context...).
+    pub metadata: Value,
+    /// Attempts started so far (the running attempt included).
+    pub attempt: i32,
+    /// Attempt limit.
+    pub max_attempts: i32,
+    /// Earliest next run.
+    pub run_at: DateTime<Utc>,
+    /// When the last attempt started.
+    pub attempted_at: Option<DateTime<Utc>>,
+    /// Which worker ran the last attempt.
+    pub attempted_by: Option<String>,
+    /// Lease expiry while running.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Every failed attempt's error, oldest first.
+    pub errors: Value,
+    /// Unique key, if any.
+    pub unique_key: Option<String>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When it reached a final state.
+    pub finalized_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of [`Job`] as a select list over `pgfleet.jobs` (no `finalized_at`).
+pub(crate) const HOT_COLUMNS: &str = "id, queue, kind, partition, priority, state, payload, \
+    metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, lease_until, errors, \
+    unique_key, created_at, NULL::timestamptz AS finalized_at";
+
+/// The columns of [`Job`] as a select list over `pgfleet.jobs_finished`.
+pub(crate) const FINISHED_COLUMNS: &str = "id, queue, kind, partition, priority, state, payload, \
+    metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
+    NULL::timestamptz AS lease_until, errors, unique_key, created_at, finalized_at";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_parse_and_reject_unknown() {
+        for s in JobState::ALL {
+            assert_eq!(s.as_str().parse::<JobState>().unwrap(), s);
+        }
+        let err = "finished".parse::<JobState>().unwrap_err();
+        assert!(matches!(err, QueueError::Invalid { field: "state", .. }));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let field = |j: NewJob| match j.validate() {
+            Err(QueueError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        assert_eq!(field(NewJob::new("", "k")), "queue");
+        assert_eq!(field(NewJob::new("q w", "k")), "queue");
+        assert_eq!(field(NewJob::new("q", "")), "kind");
+        assert_eq!(field(NewJob::new("q", "k").max_attempts(-1)), "max_attempts");
+        assert_eq!(field(NewJob::new("q", "k").priority(10)), "priority");
+        assert_eq!(field(NewJob::new("q", "k").unique_key("")), "unique_key");
+        assert!(NewJob::new("q", "k").payload_json("{not json").is_err());
+        assert!(NewJob::new("default", "payments.process").validate().is_ok());
+    }
+}
+
+/// SQL fragment: `INSERT INTO pgfleet.jobs_finished (...) SELECT ... FROM` a set of deleted
+/// `pgfleet.jobs` rows that also carries `final_state` and `final_error` (jsonb or NULL)
+/// columns. Used with `concat!` by every statement that finalizes jobs.
+macro_rules! insert_finished_from {
+    () => {
+        "INSERT INTO pgfleet.jobs_finished (id, queue, kind, partition, priority, state, \
+         payload, metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, errors, \
+         unique_key, created_at) \
+         SELECT id, queue, kind, partition, priority, final_state::pgfleet.job_state, payload, \
+         metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
+         CASE WHEN final_error IS NULL THEN errors ELSE errors || jsonb_build_array(final_error) END, \
+         unique_key, created_at FROM "
+    };
+}
+pub(crate) use insert_finished_from;

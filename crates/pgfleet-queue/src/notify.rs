@@ -1,0 +1,214 @@
+//! The notifier: wakes workers after enqueues with at most one NOTIFY per partition per
+//! window.
+//!
+//! NOTIFY takes a cluster-wide lock at commit that serialises every notifying transaction,
+//! so the notifier (a) never notifies inside an enqueue's transaction, (b) sends the first
+//! wake-up of a partition after a quiet spell at once (leading edge, for latency), and
+//! (c) coalesces the rest of the window into one trailing NOTIFY (for throughput). All due
+//! partitions go out in one statement. A lost NOTIFY only delays work: workers also poll.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{QueueError, Result};
+use crate::partition::{channel, PartitionCount};
+
+/// PostgreSQL's NOTIFY payload limit is 8000 bytes including the terminator.
+pub const MAX_PAYLOAD_BYTES: usize = 7999;
+
+/// Notifier settings.
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    /// At most one NOTIFY per partition per window (default 10 ms).
+    pub window: Duration,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Counters of what the notifier did.
+#[derive(Debug, Default)]
+pub struct NotifierStats {
+    /// NOTIFY channels signalled (one per partition per flush).
+    pub notifications_sent: AtomicU64,
+    /// Statements sent (one per flush).
+    pub flushes: AtomicU64,
+    /// Wake requests received (one per partition per enqueue).
+    pub requests: AtomicU64,
+    /// Flushes that failed (their partitions are re-queued).
+    pub errors: AtomicU64,
+}
+
+struct Shared {
+    pending: Mutex<Vec<bool>>,
+    wake: Notify,
+    stats: NotifierStats,
+}
+
+/// Handle on the notifier task. Cloning shares the task.
+#[derive(Clone)]
+pub struct Notifier {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Notifier {
+    /// Starts the notifier task on the current Tokio runtime.
+    pub fn spawn(pool: PgPool, partitions: PartitionCount, config: NotifierConfig) -> Self {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(vec![false; partitions.get() as usize]),
+            wake: Notify::new(),
+            stats: NotifierStats::default(),
+        });
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(pool, shared.clone(), config, cancel.clone()));
+        Self {
+            shared,
+            cancel,
+            task: Arc::new(Mutex::new(Some(task))),
+        }
+    }
+
+    /// Asks for a wake-up of these partitions (after the jobs are committed).
+    pub fn wake(&self, partitions: &[i16]) {
+        if partitions.is_empty() {
+            return;
+        }
+        if let Ok(mut pending) = self.shared.pending.lock() {
+            for &p in partitions {
+                if let Some(slot) = pending.get_mut(p as usize) {
+                    *slot = true;
+                }
+            }
+        }
+        self.shared
+            .stats
+            .requests
+            .fetch_add(partitions.len() as u64, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+    }
+
+    /// The notifier's counters.
+    pub fn stats(&self) -> &NotifierStats {
+        &self.shared.stats
+    }
+
+    /// Sends what is pending, then stops the task.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+
+async fn run(pool: PgPool, shared: Arc<Shared>, config: NotifierConfig, cancel: CancellationToken) {
+    let n = shared.pending.lock().map(|p| p.len()).unwrap_or(0);
+    let mut last_sent: Vec<Option<Instant>> = vec![None; n];
+    loop {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let mut next_deadline: Option<Instant> = None;
+        if let Ok(mut pending) = shared.pending.lock() {
+            for (p, flag) in pending.iter_mut().enumerate() {
+                if !*flag {
+                    continue;
+                }
+                match last_sent[p] {
+                    Some(at) if at + config.window > now => {
+                        let d = at + config.window;
+                        next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
+                    }
+                    _ => {
+                        *flag = false;
+                        due.push(p as i16);
+                    }
+                }
+            }
+        }
+        if !due.is_empty() {
+            match send(&pool, &due).await {
+                Ok(()) => {
+                    for &p in &due {
+                        last_sent[p as usize] = Some(now);
+                    }
+                    let stats = &shared.stats;
+                    stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .notifications_sent
+                        .fetch_add(due.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // Workers poll, so a failed wake-up costs latency only; back off a little.
+                    tracing::warn!(error = %e, "notifier: NOTIFY failed");
+                    shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            continue;
+        }
+        if cancel.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = async {
+                match next_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            _ = cancel.cancelled() => {
+                // Loop once more: pending partitions are sent regardless of the window.
+                last_sent.iter_mut().for_each(|t| *t = None);
+            }
+        }
+    }
+}
+
+async fn send(pool: &PgPool, partitions: &[i16]) -> Result<()> {
+    let channels: Vec<String> = partitions.iter().map(|&p| channel(p)).collect();
+    sqlx::query("SELECT pg_notify(c, '') FROM unnest($1::text[]) AS c")
+        .bind(&channels)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Sends one NOTIFY with a payload, refusing (never truncating) a payload over
+/// [`MAX_PAYLOAD_BYTES`].
+///
+/// # Errors
+/// [`QueueError::Invalid`] naming `payload` when it is too large; [`QueueError::Database`].
+pub async fn notify(pool: &PgPool, channel: &str, payload: &str) -> Result<()> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(QueueError::invalid(
+            "payload",
+            format!(
+                "NOTIFY payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+                payload.len()
+            ),
+        ));
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

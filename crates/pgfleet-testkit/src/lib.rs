@@ -1,0 +1,146 @@
+//! # pgfleet-testkit (test-only)
+//!
+//! Every test gets its own fresh database on a real PostgreSQL server:
+//! `PGFLEET_TEST_DATABASE_URL` (or `DATABASE_URL`) when set, else a private cluster started
+//! from the local PostgreSQL install, shared by every test of the test binary and stopped
+//! when the binary exits. Tests therefore run in parallel without seeing each other.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rand::Rng;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+use pgfleet_pgembed::{Cluster, EmbedConfig};
+
+/// Where the server comes from: an env URL or a private cluster.
+enum Server {
+    External(String),
+    Private(Cluster),
+}
+
+static SERVER: OnceLock<std::result::Result<Server, String>> = OnceLock::new();
+
+fn server() -> Result<&'static Server> {
+    SERVER
+        .get_or_init(|| {
+            for var in ["PGFLEET_TEST_DATABASE_URL", "DATABASE_URL"] {
+                if let Ok(url) = std::env::var(var) {
+                    if !url.is_empty() {
+                        return Ok(Server::External(url));
+                    }
+                }
+            }
+            let dir = std::env::temp_dir().join(format!(
+                "pgfleet-test-{}-{}",
+                std::process::id(),
+                rand::thread_rng().gen::<u32>()
+            ));
+            Cluster::start(&EmbedConfig {
+                dir,
+                temporary: true,
+                fast_unsafe: true,
+                port: None,
+            })
+            .map(Server::Private)
+            .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("cannot start a test PostgreSQL: {e}"))
+}
+
+fn admin_url() -> Result<String> {
+    Ok(match server()? {
+        Server::External(url) => url.clone(),
+        Server::Private(c) => c.url("postgres"),
+    })
+}
+
+/// A fresh, empty database owned by one test. Dropped databases are not removed when the
+/// server is external (they are cheap, and a failed test leaves its data to inspect); the
+/// private cluster is removed whole at exit.
+pub struct TestDb {
+    /// Connection options of the test database.
+    pub options: PgConnectOptions,
+    /// Its URL.
+    pub url: String,
+    /// A pool on it.
+    pub pool: PgPool,
+    /// Its name.
+    pub name: String,
+}
+
+impl TestDb {
+    /// Creates a new database with a unique name and a pool of up to 20 connections.
+    ///
+    /// # Errors
+    /// When no server can be reached or started.
+    pub async fn new() -> Result<Self> {
+        Self::with_pool_size(20).await
+    }
+
+    /// Like [`TestDb::new`] with a chosen pool size.
+    ///
+    /// # Errors
+    /// When no server can be reached or started.
+    pub async fn with_pool_size(max: u32) -> Result<Self> {
+        let admin: PgConnectOptions = admin_url()?.parse().context("parse database URL")?;
+        let name = format!("pgfleet_t_{:016x}", rand::thread_rng().gen::<u64>());
+        let mut conn = PgConnection::connect_with(&admin)
+            .await
+            .context("connect to the test server")?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .context("create test database")?;
+        conn.close().await.ok();
+        let options = admin.clone().database(&name);
+        let url = options.to_url_lossy().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .context("connect to the test database")?;
+        Ok(Self {
+            options,
+            url,
+            pool,
+            name,
+        })
+    }
+
+    /// A new pool on the same database (to act as another process).
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    pub async fn new_pool(&self, max: u32) -> Result<PgPool> {
+        Ok(PgPoolOptions::new()
+            .max_connections(max)
+            .connect_with(self.options.clone())
+            .await?)
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout`.
+///
+/// # Errors
+/// When the condition is not met in time (the message says which).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,17 @@
+//! # pgfleet-worker
+//!
+//! The worker runtime: serves a pool's queues from the partitions it leases, wakes on
+//! NOTIFY (with a slow poll as a backstop), claims up to its free slots in one statement,
+//! runs handlers concurrently with per-kind timeouts, reports outcomes through the batching
+//! completer, heartbeats long jobs, and shuts down gracefully.
+//!
+//! Built-in kinds (`noop`, `sleep`, `fail`) serve benchmarks and tests; product handlers
+//! register through [`Registry`].
+
+pub mod config;
+pub mod handler;
+pub mod runtime;
+
+pub use config::WorkerConfig;
+pub use handler::{Disposition, JobContext, JobError, Registry};
+pub use runtime::{Worker, WorkerError, WorkerStats};

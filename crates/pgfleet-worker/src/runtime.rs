@@ -1,0 +1,553 @@
+//! The worker runtime: one process serving a pool.
+//!
+//! Tasks, all stopped by the shutdown token:
+//! - **claim loop**: claims up to its free slots in one statement from the partitions it
+//!   owns, spawns one task per job, and sleeps until a wake-up, the backstop poll, or a
+//!   freed slot;
+//! - **ownership**: heartbeats the worker row and rebalances partition leases, adjusting
+//!   the listener's channels;
+//! - **wake-ups**: turns NOTIFY messages into claim-loop wake-ups and control messages
+//!   (cancel) into job cancellations;
+//! - **heartbeat**: extends the leases of long-running jobs and learns of cancellations;
+//! - **maintenance**: rescuer and cleaner (one process at a time does the work).
+//!
+//! Shutdown: stop claiming, let in-flight jobs finish within the grace period, release the
+//! rest without spending an attempt, flush the completer, deregister.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use pgfleet_queue::claim::ClaimRequest;
+use pgfleet_queue::completer::Completer;
+use pgfleet_queue::finalize::{Finished, Outcome};
+use pgfleet_queue::listener::{Listener, ListenerConfig, Message};
+use pgfleet_queue::ownership::WorkerInfo;
+use pgfleet_queue::partition::{channel, partition_of_channel, CONTROL_CHANNEL};
+use pgfleet_queue::{Job, Queue, QueueError};
+use sqlx::postgres::PgConnectOptions;
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerConfig;
+use crate::handler::{Disposition, JobContext, Registry};
+
+/// Why the worker stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The queue failed at start (not migrated, database unreachable).
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The configuration is unusable.
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+}
+
+/// Counters of a worker's work.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Jobs claimed.
+    pub claimed: AtomicU64,
+    /// Claim statements sent.
+    pub claims: AtomicU64,
+    /// Attempts that succeeded.
+    pub completed: AtomicU64,
+    /// Attempts that failed and will be retried.
+    pub retried: AtomicU64,
+    /// Attempts that failed for good.
+    pub discarded: AtomicU64,
+    /// Attempts stopped by cancellation.
+    pub cancelled: AtomicU64,
+    /// Attempts given back at shutdown.
+    pub released: AtomicU64,
+    /// Handlers that panicked.
+    pub panicked: AtomicU64,
+    /// Wake-ups received.
+    pub wakeups: AtomicU64,
+}
+
+const STOP_NONE: u8 = 0;
+const STOP_SHUTDOWN: u8 = 1;
+const STOP_CANCEL: u8 = 2;
+const STOP_LOST: u8 = 3;
+
+struct Running {
+    attempt: i32,
+    started: Instant,
+    cancel: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+struct Shared {
+    queue: Queue,
+    config: WorkerConfig,
+    registry: Registry,
+    worker_id: Arc<str>,
+    slots: Arc<Semaphore>,
+    slot_freed: Notify,
+    wake: Notify,
+    running: Mutex<HashMap<i64, Running>>,
+    stats: Arc<WorkerStats>,
+}
+
+impl Shared {
+    fn stop_job(&self, id: i64, reason: u8) -> bool {
+        let running = self.running.lock().ok();
+        match running.as_ref().and_then(|r| r.get(&id)) {
+            Some(job) => {
+                job.reason.store(reason, Ordering::Relaxed);
+                job.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A worker serving one pool.
+pub struct Worker {
+    shared: Arc<Shared>,
+    connect: PgConnectOptions,
+}
+
+impl Worker {
+    /// A worker for `queue` with `registry`'s handlers; `connect` is used for the listener's
+    /// dedicated connection.
+    ///
+    /// # Errors
+    /// [`WorkerError::Config`] for an empty queue list or zero concurrency.
+    pub fn new(
+        queue: Queue,
+        connect: PgConnectOptions,
+        config: WorkerConfig,
+        registry: Registry,
+    ) -> Result<Self, WorkerError> {
+        if config.queues.is_empty() {
+            return Err(WorkerError::Config("at least one queue".into()));
+        }
+        if config.concurrency == 0 {
+            return Err(WorkerError::Config("concurrency must be at least 1".into()));
+        }
+        for q in &config.queues {
+            pgfleet_queue::job::validate_queue_name(q)?;
+        }
+        let shared = Arc::new(Shared {
+            worker_id: Arc::from(config.id.as_str()),
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            slot_freed: Notify::new(),
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            stats: Arc::new(WorkerStats::default()),
+            queue,
+            config,
+            registry,
+        });
+        Ok(Self { shared, connect })
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.shared.stats.clone()
+    }
+
+    /// The worker's id.
+    pub fn id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// Runs until `shutdown` is cancelled, then shuts down gracefully.
+    ///
+    /// # Errors
+    /// [`WorkerError::Queue`] when the first registration fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let shared = self.shared;
+        let cfg = &shared.config;
+        let all = shared.queue.partitions().all();
+        let info = WorkerInfo {
+            id: cfg.id.clone(),
+            pool: cfg.pool.clone(),
+            queues: cfg.queues.clone(),
+            concurrency: cfg.concurrency as i32,
+        };
+        let initial = if cfg.own_partitions {
+            shared.queue.rebalance(&info, cfg.ownership_ttl).await?
+        } else {
+            all.clone()
+        };
+        let (owned_tx, owned_rx) = watch::channel(initial.clone());
+        let tasks_stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let listener = if cfg.listen {
+            let mut lc = ListenerConfig::new(self.connect.clone());
+            lc.channels = initial.iter().map(|&p| channel(p)).collect();
+            lc.channels.push(CONTROL_CHANNEL.to_owned());
+            let (listener, messages) = Listener::spawn(lc, None);
+            tasks.push(tokio::spawn(dispatch(shared.clone(), messages, owned_rx.clone())));
+            Some(Arc::new(listener))
+        } else {
+            None
+        };
+        if cfg.own_partitions {
+            tasks.push(tokio::spawn(ownership_loop(
+                shared.clone(),
+                info,
+                owned_tx,
+                listener.clone(),
+                tasks_stop.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(heartbeat_loop(shared.clone(), tasks_stop.clone())));
+        if cfg.maintenance {
+            tasks.push(tokio::spawn(maintenance_loop(shared.clone(), tasks_stop.clone())));
+        }
+        tracing::info!(worker = %shared.worker_id, pool = %cfg.pool, queues = ?cfg.queues,
+            concurrency = cfg.concurrency, partitions = ?initial, "worker started");
+
+        let completer = Completer::spawn(shared.queue.clone(), cfg.completer);
+        claim_loop(&shared, owned_rx, completer.sender(), &shutdown).await;
+
+        // Graceful shutdown.
+        let slots = shared.slots.clone();
+        let all_slots = cfg.concurrency as u32;
+        let drained = tokio::time::timeout(cfg.shutdown_grace, slots.acquire_many(all_slots)).await;
+        if drained.is_err() {
+            let ids: Vec<i64> = shared
+                .running
+                .lock()
+                .map(|r| r.keys().copied().collect())
+                .unwrap_or_default();
+            tracing::warn!(jobs = ids.len(), "grace period over: releasing unfinished jobs");
+            for id in ids {
+                shared.stop_job(id, STOP_SHUTDOWN);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all_slots)).await;
+        }
+        completer.close().await;
+        tasks_stop.cancel();
+        for t in tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some(listener) = listener.and_then(|l| Arc::try_unwrap(l).ok()) {
+            listener.shutdown().await;
+        }
+        if cfg.own_partitions {
+            if let Err(e) = shared.queue.deregister(&cfg.id).await {
+                tracing::warn!(error = %e, "could not deregister; leases will expire");
+            }
+        }
+        tracing::info!(worker = %shared.worker_id, "worker stopped");
+        Ok(())
+    }
+}
+
+async fn claim_loop(
+    shared: &Arc<Shared>,
+    owned: watch::Receiver<Vec<i16>>,
+    completer: mpsc::Sender<Finished>,
+    shutdown: &CancellationToken,
+) {
+    let cfg = &shared.config;
+    let mut poll = tokio::time::interval(cfg.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut errors = 0u32;
+    while !shutdown.is_cancelled() {
+        let free = shared.slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = shared.slot_freed.notified() => continue,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        let partitions = owned.borrow().clone();
+        let limit = free.min(cfg.max_claim);
+        let request = ClaimRequest {
+            queues: &cfg.queues,
+            partitions: cfg.own_partitions.then_some(partitions.as_slice()),
+            limit,
+            worker_id: &shared.worker_id,
+            lease: cfg.lease,
+        };
+        let jobs = match shared.queue.claim(&request).await {
+            Ok(jobs) => {
+                errors = 0;
+                jobs
+            }
+            Err(e) => {
+                errors += 1;
+                tracing::warn!(error = %e, "claim failed");
+                let delay = Duration::from_millis(100 * u64::from(errors.min(50)));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        shared.stats.claims.fetch_add(1, Ordering::Relaxed);
+        shared.stats.claimed.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let got = jobs.len();
+        for job in jobs {
+            match shared.slots.clone().try_acquire_owned() {
+                Ok(permit) => start_job(shared, job, permit, completer.clone()),
+                Err(_) => {
+                    // Cannot happen (only this loop takes slots); give the job back.
+                    let _ = completer
+                        .send(Finished { id: job.id, attempt: job.attempt, outcome: Outcome::Release })
+                        .await;
+                }
+            }
+        }
+        if got > 0 && got == limit {
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.fetch_cooldown) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = poll.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
+fn start_job(
+    shared: &Arc<Shared>,
+    job: Job,
+    permit: OwnedSemaphorePermit,
+    completer: mpsc::Sender<Finished>,
+) {
+    let cancel = CancellationToken::new();
+    let reason = Arc::new(AtomicU8::new(STOP_NONE));
+    if let Ok(mut running) = shared.running.lock() {
+        running.insert(
+            job.id,
+            Running {
+                attempt: job.attempt,
+                started: Instant::now(),
+                cancel: cancel.clone(),
+                reason: reason.clone(),
+            },
+        );
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let (id, attempt) = (job.id, job.attempt);
+        let outcome = execute(&shared, job, cancel, &reason).await;
+        if let Ok(mut running) = shared.running.lock() {
+            running.remove(&id);
+        }
+        if let Some(outcome) = outcome {
+            count(&shared.stats, &outcome);
+            let _ = completer.send(Finished { id, attempt, outcome }).await;
+        }
+        drop(permit);
+        shared.slot_freed.notify_one();
+    });
+}
+
+async fn execute(
+    shared: &Shared,
+    job: Job,
+    cancel: CancellationToken,
+    reason: &AtomicU8,
+) -> Option<Outcome> {
+    let (attempt, max_attempts) = (job.attempt, job.max_attempts);
+    let backoff = &shared.config.backoff;
+    let failure = |msg: String, permanent: bool| {
+        Outcome::failure(attempt, max_attempts, msg, permanent, backoff)
+    };
+    let Some(reg) = shared.registry.get(&job.kind) else {
+        return Some(failure(
+            format!("no handler registered for kind {:?} on this worker", job.kind),
+            false,
+        ));
+    };
+    let ctx = JobContext {
+        cancel: cancel.clone(),
+        worker_id: shared.worker_id.clone(),
+    };
+    let timeout = reg.timeout;
+    let run = AssertUnwindSafe((reg.handler)(job, ctx)).catch_unwind();
+    tokio::select! {
+        result = tokio::time::timeout(timeout, run) => Some(match result {
+            Ok(Ok(Ok(()))) => Outcome::Completed,
+            Ok(Ok(Err(e))) => match e.disposition {
+                Disposition::Retry => failure(e.message, false),
+                Disposition::Permanent => failure(e.message, true),
+                Disposition::Snooze(after) => Outcome::Snooze {
+                    at: chrono_now_plus(after),
+                },
+            },
+            Ok(Err(panic)) => {
+                shared.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                failure(format!("handler panicked: {}", panic_message(&panic)), false)
+            }
+            Err(_) => failure(format!("timed out after {timeout:?}"), false),
+        }),
+        _ = cancel.cancelled() => match reason.load(Ordering::Relaxed) {
+            STOP_SHUTDOWN => Some(Outcome::Release),
+            STOP_CANCEL => Some(Outcome::Cancelled { reason: "cancelled by operator".into() }),
+            _ => None, // the lease was lost: the job is someone else's now
+        },
+    }
+}
+
+fn chrono_now_plus(d: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::hours(1))
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
+fn count(stats: &WorkerStats, outcome: &Outcome) {
+    let c = match outcome {
+        Outcome::Completed => &stats.completed,
+        Outcome::Retry { .. } | Outcome::Snooze { .. } => &stats.retried,
+        Outcome::Discard { .. } => &stats.discarded,
+        Outcome::Cancelled { .. } => &stats.cancelled,
+        Outcome::Release => &stats.released,
+    };
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn dispatch(
+    shared: Arc<Shared>,
+    mut messages: mpsc::Receiver<Message>,
+    owned: watch::Receiver<Vec<i16>>,
+) {
+    while let Some(msg) = messages.recv().await {
+        let wake = match &msg {
+            Message::Resync => true,
+            Message::Notification { channel, payload } => {
+                if channel == CONTROL_CHANNEL {
+                    if let Some(id) = payload.strip_prefix("cancel:").and_then(|s| s.parse().ok()) {
+                        shared.stop_job(id, STOP_CANCEL);
+                    }
+                    payload.starts_with("resume:")
+                } else {
+                    partition_of_channel(channel).is_some_and(|p| owned.borrow().contains(&p))
+                }
+            }
+        };
+        if wake {
+            shared.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+            shared.wake.notify_one();
+        }
+    }
+}
+
+async fn ownership_loop(
+    shared: Arc<Shared>,
+    info: WorkerInfo,
+    owned_tx: watch::Sender<Vec<i16>>,
+    listener: Option<Arc<Listener>>,
+    stop: CancellationToken,
+) {
+    let period = shared.config.ownership_ttl / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = match shared.queue.rebalance(&info, shared.config.ownership_ttl).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "partition rebalance failed");
+                continue;
+            }
+        };
+        let before = owned_tx.borrow().clone();
+        if now == before {
+            continue;
+        }
+        tracing::info!(worker = %shared.worker_id, partitions = ?now, "partition ownership changed");
+        if let Some(l) = &listener {
+            for p in now.iter().filter(|p| !before.contains(p)) {
+                let _ = l.subscribe(&channel(*p)).await;
+            }
+            for p in before.iter().filter(|p| !now.contains(p)) {
+                let _ = l.unsubscribe(&channel(*p)).await;
+            }
+        }
+        let gained = now.iter().any(|p| !before.contains(p));
+        let _ = owned_tx.send(now);
+        if gained {
+            shared.wake.notify_one();
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let lease = shared.config.lease;
+    let period = lease / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => return,
+        }
+        let due: Vec<(i64, i32)> = shared
+            .running
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, j)| j.started.elapsed() >= period)
+                    .map(|(id, j)| (*id, j.attempt))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if due.is_empty() {
+            continue;
+        }
+        let ids: Vec<i64> = due.iter().map(|(id, _)| *id).collect();
+        match shared.queue.extend_leases(&shared.worker_id, &ids, lease).await {
+            Ok(held) => {
+                let held: HashMap<i64, bool> = held.into_iter().collect();
+                for id in ids {
+                    match held.get(&id) {
+                        Some(true) => {
+                            shared.stop_job(id, STOP_CANCEL);
+                        }
+                        Some(false) => {}
+                        None => {
+                            tracing::warn!(job = id, "lease lost; abandoning the attempt");
+                            shared.stop_job(id, STOP_LOST);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+        }
+    }
+}
+
+async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut last_prune: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.rescue_interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = shared.queue.rescue_expired(1000).await {
+            tracing::warn!(error = %e, "rescue pass failed");
+        }
+        if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            last_prune = Some(Instant::now());
+            if let Err(e) = shared.queue.prune_finished(shared.config.retention, 5000).await {
+                tracing::warn!(error = %e, "retention pass failed");
+            }
+            let _ = shared.queue.reap_workers(Duration::from_secs(3600)).await;
+        }
+    }
+}
