@@ -57,8 +57,7 @@ SET state = 'running',
     attempted_at = now(),
     attempted_by = $4,
     lease_until = now() + $5 * interval '1 millisecond'
-FROM picked
-WHERE j.id = picked.id
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.queue, j.kind, j.partition, j.priority, j.state, j.payload, j.metadata,
           j.attempt, j.max_attempts, j.run_at, j.attempted_at, j.attempted_by, j.lease_until,
           j.errors, j.unique_key, j.created_at, NULL::timestamptz AS finalized_at
@@ -88,7 +87,7 @@ impl Queue {
                 return Ok(Vec::new());
             }
         }
-        let jobs = sqlx::query_as::<_, Job>(CLAIM_SQL)
+        let mut jobs = sqlx::query_as::<_, Job>(CLAIM_SQL)
             .bind(req.queues)
             .bind(req.partitions)
             .bind(req.limit as i64)
@@ -96,6 +95,8 @@ impl Queue {
             .bind(req.lease.as_millis() as f64)
             .fetch_all(self.pool())
             .await?;
+        // RETURNING follows the primary-key probe; hand jobs out in claim order.
+        jobs.sort_unstable_by_key(|j| (j.priority, j.run_at, j.id));
         Ok(jobs)
     }
 

@@ -1,0 +1,45 @@
+//! Integration tests of the queue library against a real PostgreSQL server.
+//! Every test owns a fresh database (see pgfleet-testkit).
+
+mod admin;
+mod claim;
+mod enqueue;
+mod listener;
+mod migrate;
+mod ownership;
+mod rescue;
+
+use std::time::Duration;
+
+use pgfleet_queue::claim::ClaimRequest;
+use pgfleet_queue::{Job, Queue};
+use pgfleet_testkit::TestDb;
+
+/// A migrated database and a queue on it.
+pub async fn setup() -> anyhow::Result<(TestDb, Queue)> {
+    let db = TestDb::new().await?;
+    pgfleet_queue::migrate::migrate(&db.pool, None).await?;
+    let queue = Queue::new(db.pool.clone()).await?;
+    Ok((db, queue))
+}
+
+/// Claims up to `n` jobs from `queues` as worker `w` with a 30 s lease.
+pub async fn claim(queue: &Queue, queues: &[&str], n: usize, w: &str) -> anyhow::Result<Vec<Job>> {
+    let queues: Vec<String> = queues.iter().map(|s| s.to_string()).collect();
+    Ok(queue
+        .claim(&ClaimRequest {
+            queues: &queues,
+            partitions: None,
+            limit: n,
+            worker_id: w,
+            lease: Duration::from_secs(30),
+        })
+        .await?)
+}
+
+/// Rows in a table.
+pub async fn count(db: &TestDb, table: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&db.pool)
+        .await?)
+}
