@@ -375,7 +375,14 @@ async fn execute(
     };
     let timeout = reg.timeout;
     let run = AssertUnwindSafe((reg.handler)(job, ctx)).catch_unwind();
+    // Cancellation wins over a handler that returns because it saw the cancellation.
     tokio::select! {
+        biased;
+        _ = cancel.cancelled() => match reason.load(Ordering::Relaxed) {
+            STOP_SHUTDOWN => Some(Outcome::Release),
+            STOP_CANCEL => Some(Outcome::Cancelled { reason: "cancelled by operator".into() }),
+            _ => None, // the lease was lost: the job is someone else's now
+        },
         result = tokio::time::timeout(timeout, run) => Some(match result {
             Ok(Ok(Ok(()))) => Outcome::Completed,
             Ok(Ok(Err(e))) => match e.disposition {
@@ -391,11 +398,6 @@ async fn execute(
             }
             Err(_) => failure(format!("timed out after {timeout:?}"), false),
         }),
-        _ = cancel.cancelled() => match reason.load(Ordering::Relaxed) {
-            STOP_SHUTDOWN => Some(Outcome::Release),
-            STOP_CANCEL => Some(Outcome::Cancelled { reason: "cancelled by operator".into() }),
-            _ => None, // the lease was lost: the job is someone else's now
-        },
     }
 }
 

@@ -1,4 +1,5 @@
 //! Integration tests of the queue library against a real PostgreSQL server.
+#![allow(missing_docs)]
 //! Every test owns a fresh database (see pgfleet-testkit).
 
 mod admin;
