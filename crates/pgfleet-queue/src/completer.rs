@@ -23,7 +23,8 @@ pub struct CompleterConfig {
     pub max_batch: usize,
     /// How long to wait for more outcomes before a flush (default 1 ms).
     pub linger: Duration,
-    /// Channel capacity; senders wait when it is full (default 10 000).
+    /// Channel capacity; senders (and so the job slots they hold) wait when it is full, which
+    /// keeps finished-but-unrecorded jobs bounded (default 2000).
     pub capacity: usize,
     /// Give up on a batch after this many failed flushes (default 20, ~30 s).
     pub max_retries: u32,
@@ -34,7 +35,7 @@ impl Default for CompleterConfig {
         Self {
             max_batch: 2000,
             linger: Duration::from_millis(1),
-            capacity: 10_000,
+            capacity: 2000,
             max_retries: 20,
         }
     }
@@ -61,11 +62,13 @@ pub struct Completer {
 }
 
 impl Completer {
-    /// Starts the completer task.
-    pub fn spawn(queue: Queue, config: CompleterConfig) -> Self {
+    /// Starts the completer task for the worker `worker_id` (the outcomes it reports must be
+    /// for jobs that worker claimed).
+    pub fn spawn(queue: Queue, worker_id: impl Into<String>, config: CompleterConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
         let stats = Arc::new(CompleterStats::default());
-        let task = tokio::spawn(run(queue, config, rx, stats.clone()));
+        let worker_id = worker_id.into();
+        let task = tokio::spawn(run(queue, worker_id, config, rx, stats.clone()));
         Self { tx, task, stats }
     }
 
@@ -88,6 +91,7 @@ impl Completer {
 
 async fn run(
     queue: Queue,
+    worker_id: String,
     config: CompleterConfig,
     mut rx: mpsc::Receiver<Finished>,
     stats: Arc<CompleterStats>,
@@ -108,15 +112,21 @@ async fn run(
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
-        flush(&queue, &config, &stats, &batch).await;
+        flush(&queue, &worker_id, &config, &stats, &batch).await;
         batch.clear();
     }
 }
 
-async fn flush(queue: &Queue, config: &CompleterConfig, stats: &CompleterStats, batch: &[Finished]) {
+async fn flush(
+    queue: &Queue,
+    worker_id: &str,
+    config: &CompleterConfig,
+    stats: &CompleterStats,
+    batch: &[Finished],
+) {
     let mut attempt = 0u32;
     loop {
-        match queue.finalize(batch).await {
+        match queue.finalize(worker_id, batch).await {
             Ok(_) => {
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
                 stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -65,6 +65,14 @@ WITH input AS MATERIALIZED (
 SELECT ord, id, partition FROM chosen
 "#;
 
+/// One job without a unique key: the common case of an API request, as cheap as an INSERT.
+const INSERT_ONE_SQL: &str = "INSERT INTO pgfleet.jobs \
+    (queue, kind, partition, priority, payload, metadata, max_attempts, run_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now())) RETURNING id";
+
+const REGISTER_QUEUES_SQL: &str =
+    "INSERT INTO pgfleet.queues (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING";
+
 const EXISTING_SQL: &str = r#"
 SELECT u.unique_key, u.job_id, coalesce(j.partition, f.partition) AS partition
 FROM pgfleet.unique_keys u
@@ -121,7 +129,12 @@ impl Queue {
             job.validate()?;
         }
         let cols = self.columns(jobs);
+        if cols.queue.len() == 1 && cols.unique_key[0].is_none() {
+            return self.insert_one(conn, cols).await;
+        }
+        // Batches are planned with their real sizes (see ARCHITECTURE.md, "plans").
         let rows = sqlx::query(INSERT_SQL)
+            .persistent(cols.queue.len() == 1)
             .bind(&cols.queue)
             .bind(&cols.kind)
             .bind(&cols.partition)
@@ -160,6 +173,38 @@ impl Queue {
             })
             .collect();
         Ok((result, Wakeups(wake)))
+    }
+
+    async fn insert_one(
+        &self,
+        conn: &mut PgConnection,
+        cols: Columns,
+    ) -> Result<(Vec<Enqueued>, Wakeups)> {
+        if !cols.new_queues.is_empty() {
+            sqlx::query(REGISTER_QUEUES_SQL)
+                .bind(&cols.new_queues)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let partition = cols.partition[0];
+        let id: i64 = sqlx::query_scalar(INSERT_ONE_SQL)
+            .bind(&cols.queue[0])
+            .bind(&cols.kind[0])
+            .bind(partition)
+            .bind(cols.priority[0])
+            .bind(&cols.payload[0])
+            .bind(&cols.metadata[0])
+            .bind(cols.max_attempts[0])
+            .bind(cols.run_at[0])
+            .fetch_one(&mut *conn)
+            .await?;
+        self.remember_queues(cols.new_queues);
+        let e = Enqueued {
+            id,
+            partition,
+            duplicate: false,
+        };
+        Ok((vec![e], Wakeups(vec![partition])))
     }
 
     /// Hands partitions touched by a committed enqueue to the notifier.

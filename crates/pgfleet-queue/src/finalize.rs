@@ -1,9 +1,14 @@
 //! Finalize: record what happened to claimed jobs, many per statement.
 //!
-//! One statement applies a whole batch of outcomes: completed / discarded / cancelled jobs
-//! move to `jobs_finished`; retried, snoozed and released jobs go back to waiting in
-//! `jobs`. Every write is fenced on `(id, attempt, state = 'running')`, so a worker whose
-//! job was rescued and re-claimed elsewhere cannot overwrite the newer attempt.
+//! A batch of outcomes is applied in one transaction: completed / discarded / cancelled jobs
+//! move to `jobs_finished`; retried, snoozed and released jobs go back to waiting in `jobs`.
+//!
+//! Fencing: a worker whose job was rescued and re-claimed elsewhere cannot touch the newer
+//! attempt. Completions are fenced on `(id, attempted_by = worker, state = 'running')`; the
+//! one case that lets through — the same worker re-claimed its own rescued job — finalizes a
+//! job whose work did complete, which at-least-once allows. Retries, snoozes, releases,
+//! discards and cancels are fenced on the exact attempt, since requeueing a job that is
+//! running again would let it run twice at once.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -89,6 +94,20 @@ pub struct Finished {
     pub attempt: i32,
     /// What happened.
     pub outcome: Outcome,
+    /// When the worker saw it happen (recorded in the error history).
+    pub at: DateTime<Utc>,
+}
+
+impl Finished {
+    /// An outcome observed now.
+    pub fn new(id: i64, attempt: i32, outcome: Outcome) -> Self {
+        Self {
+            id,
+            attempt,
+            outcome,
+            at: Utc::now(),
+        }
+    }
 }
 
 /// What a finalize batch changed.
@@ -100,7 +119,23 @@ pub struct FinalizeCounts {
     pub requeued: u64,
 }
 
-const FINALIZE_SQL: &str = concat!(
+/// Completions: the hot path. No join: the hot table is reached only through its primary
+/// key, fenced by the claiming worker (see [`Queue::finalize`]).
+const COMPLETE_SQL: &str = concat!(
+    r#"
+WITH moved AS (
+    DELETE FROM pgfleet.jobs j
+    WHERE j.id = ANY($1::bigint[]) AND j.state = 'running' AND j.attempted_by = $2
+    RETURNING j.*, 'completed' AS final_state, NULL::jsonb AS final_error
+)
+"#,
+    insert_finished_from!(),
+    " moved"
+);
+
+/// Every other outcome carries per-job data (error, next run), so it joins the outcome
+/// list; fenced on `(id, attempt, state = 'running')`.
+const OUTCOMES_SQL: &str = concat!(
     r#"
 WITH o AS MATERIALIZED (
     SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[])
@@ -113,14 +148,14 @@ WITH o AS MATERIALIZED (
         max_attempts = j.max_attempts + CASE WHEN o.outcome = 'retry' THEN 0 ELSE 1 END,
         errors = CASE WHEN o.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(o.error) END
     FROM o
-    WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
-      AND o.outcome IN ('retry', 'snooze', 'release')
+    WHERE j.id = ANY($1::bigint[]) AND j.id = o.id AND j.attempt = o.attempt
+      AND j.state = 'running' AND o.outcome IN ('retry', 'snooze', 'release')
     RETURNING j.id
 ), moved AS (
     DELETE FROM pgfleet.jobs j
     USING o
-    WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
-      AND o.outcome IN ('completed', 'discarded', 'cancelled')
+    WHERE j.id = ANY($1::bigint[]) AND j.id = o.id AND j.attempt = o.attempt
+      AND j.state = 'running' AND o.outcome IN ('discarded', 'cancelled')
     RETURNING j.*, o.outcome AS final_state, o.error AS final_error
 ), fin AS ("#,
     insert_finished_from!(),
@@ -131,48 +166,75 @@ SELECT (SELECT count(*) FROM fin) AS finalized, (SELECT count(*) FROM requeued) 
 );
 
 impl Queue {
-    /// Applies a batch of outcomes in one statement. Outcomes whose job is no longer held at
-    /// that attempt (rescued, cancelled, deleted) are ignored.
+    /// Applies a batch of outcomes reported by worker `worker_id`, in one transaction of at
+    /// most two statements (completions; everything else). Outcomes whose job this worker
+    /// no longer holds are ignored: a completion must come from the worker that holds the
+    /// job; any other outcome must also match the attempt it claimed.
+    ///
+    /// Both statements are sent unprepared so PostgreSQL plans them with the real array
+    /// sizes instead of a generic plan that guesses ten rows.
     ///
     /// # Errors
     /// [`crate::QueueError::Database`]; nothing is applied then.
-    pub async fn finalize(&self, batch: &[Finished]) -> Result<FinalizeCounts> {
+    pub async fn finalize(&self, worker_id: &str, batch: &[Finished]) -> Result<FinalizeCounts> {
         if batch.is_empty() {
             return Ok(FinalizeCounts::default());
         }
-        let now = Utc::now();
-        let mut ids = Vec::with_capacity(batch.len());
-        let mut attempts = Vec::with_capacity(batch.len());
-        let mut codes = Vec::with_capacity(batch.len());
-        let mut run_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(batch.len());
-        let mut errors: Vec<Option<Value>> = Vec::with_capacity(batch.len());
-        for f in batch {
-            ids.push(f.id);
-            attempts.push(f.attempt);
-            codes.push(f.outcome.code());
-            let (at, err) = match &f.outcome {
-                Outcome::Completed | Outcome::Release => (None, None),
-                Outcome::Retry { at, error } => (Some(*at), Some(("error", error.as_str()))),
-                Outcome::Discard { error } => (None, Some(("error", error.as_str()))),
-                Outcome::Cancelled { reason } => (None, Some(("cancelled", reason.as_str()))),
-                Outcome::Snooze { at } => (Some(*at), None),
-            };
-            run_at.push(at);
-            errors.push(err.map(|(kind, message)| {
-                json!({"attempt": f.attempt, "at": now, "kind": kind, "error": message})
-            }));
+        let completed: Vec<i64> = batch
+            .iter()
+            .filter(|f| f.outcome == Outcome::Completed)
+            .map(|f| f.id)
+            .collect();
+        let others: Vec<&Finished> = batch
+            .iter()
+            .filter(|f| f.outcome != Outcome::Completed)
+            .collect();
+        let mut counts = FinalizeCounts::default();
+        let mut tx = self.pool().begin().await?;
+        if !completed.is_empty() {
+            let done = sqlx::query(COMPLETE_SQL)
+                .persistent(false)
+                .bind(&completed)
+                .bind(worker_id)
+                .execute(&mut *tx)
+                .await?;
+            counts.finalized += done.rows_affected();
         }
-        let row = sqlx::query(FINALIZE_SQL)
-            .bind(&ids)
-            .bind(&attempts)
-            .bind(&codes)
-            .bind(&run_at)
-            .bind(&errors)
-            .fetch_one(self.pool())
-            .await?;
-        Ok(FinalizeCounts {
-            finalized: row.try_get::<i64, _>("finalized")? as u64,
-            requeued: row.try_get::<i64, _>("requeued")? as u64,
-        })
+        if !others.is_empty() {
+            let mut ids = Vec::with_capacity(others.len());
+            let mut attempts = Vec::with_capacity(others.len());
+            let mut codes = Vec::with_capacity(others.len());
+            let mut run_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(others.len());
+            let mut errors: Vec<Option<Value>> = Vec::with_capacity(others.len());
+            for f in others {
+                ids.push(f.id);
+                attempts.push(f.attempt);
+                codes.push(f.outcome.code());
+                let (at, err) = match &f.outcome {
+                    Outcome::Completed | Outcome::Release => (None, None),
+                    Outcome::Retry { at, error } => (Some(*at), Some(("error", error.as_str()))),
+                    Outcome::Discard { error } => (None, Some(("error", error.as_str()))),
+                    Outcome::Cancelled { reason } => (None, Some(("cancelled", reason.as_str()))),
+                    Outcome::Snooze { at } => (Some(*at), None),
+                };
+                run_at.push(at);
+                errors.push(err.map(|(kind, message)| {
+                    json!({"attempt": f.attempt, "at": f.at, "kind": kind, "error": message})
+                }));
+            }
+            let row = sqlx::query(OUTCOMES_SQL)
+                .persistent(false)
+                .bind(&ids)
+                .bind(&attempts)
+                .bind(&codes)
+                .bind(&run_at)
+                .bind(&errors)
+                .fetch_one(&mut *tx)
+                .await?;
+            counts.finalized += row.try_get::<i64, _>("finalized")? as u64;
+            counts.requeued += row.try_get::<i64, _>("requeued")? as u64;
+        }
+        tx.commit().await?;
+        Ok(counts)
     }
 }

@@ -19,7 +19,7 @@ const RESCUE_SQL: &str = concat!(
     r#"
 WITH expired AS MATERIALIZED (
     SELECT id FROM pgfleet.jobs
-    WHERE state = 'running' AND lease_until < now()
+    WHERE lease_until < now() AND state = 'running'
     ORDER BY lease_until
     LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -29,13 +29,13 @@ WITH expired AS MATERIALIZED (
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempt, 'at', now(), 'kind', 'rescued',
             'error', 'lease expired: worker ' || coalesce(j.attempted_by, '?') || ' stopped heartbeating'))
-    FROM expired e
-    WHERE j.id = e.id AND j.attempt < j.max_attempts AND j.cancel_requested_at IS NULL
+    WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
+      AND j.attempt < j.max_attempts AND j.cancel_requested_at IS NULL
     RETURNING j.partition
 ), moved AS (
     DELETE FROM pgfleet.jobs j
-    USING expired e
-    WHERE j.id = e.id AND (j.attempt >= j.max_attempts OR j.cancel_requested_at IS NOT NULL)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
+      AND (j.attempt >= j.max_attempts OR j.cancel_requested_at IS NOT NULL)
     RETURNING j.*,
         CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'discarded' END AS final_state,
         jsonb_build_object('attempt', j.attempt, 'at', now(), 'kind', 'rescued',

@@ -37,11 +37,12 @@ WITH doomed AS (
     ORDER BY finalized_at
     LIMIT $3
 ), gone AS (
-    DELETE FROM pgfleet.jobs_finished f USING doomed d WHERE f.id = d.id
+    DELETE FROM pgfleet.jobs_finished f WHERE f.id = ANY(ARRAY(SELECT id FROM doomed))
     RETURNING f.id, f.unique_key
 ), keys AS (
-    DELETE FROM pgfleet.unique_keys u USING gone g
-    WHERE g.unique_key IS NOT NULL AND u.unique_key = g.unique_key AND u.job_id = g.id
+    DELETE FROM pgfleet.unique_keys u
+    WHERE u.unique_key = ANY(ARRAY(SELECT unique_key FROM gone WHERE unique_key IS NOT NULL))
+      AND u.job_id = ANY(ARRAY(SELECT id FROM gone))
 )
 SELECT count(*) FROM gone
 "#;

@@ -208,7 +208,7 @@ impl Worker {
         tracing::info!(worker = %shared.worker_id, pool = %cfg.pool, queues = ?cfg.queues,
             concurrency = cfg.concurrency, partitions = ?initial, "worker started");
 
-        let completer = Completer::spawn(shared.queue.clone(), cfg.completer);
+        let completer = Completer::spawn(shared.queue.clone(), cfg.id.clone(), cfg.completer);
         claim_loop(&shared, owned_rx, completer.sender(), &shutdown).await;
 
         // Graceful shutdown.
@@ -297,7 +297,7 @@ async fn claim_loop(
                 Err(_) => {
                     // Cannot happen (only this loop takes slots); give the job back.
                     let _ = completer
-                        .send(Finished { id: job.id, attempt: job.attempt, outcome: Outcome::Release })
+                        .send(Finished::new(job.id, job.attempt, Outcome::Release))
                         .await;
                 }
             }
@@ -345,7 +345,7 @@ fn start_job(
         }
         if let Some(outcome) = outcome {
             count(&shared.stats, &outcome);
-            let _ = completer.send(Finished { id, attempt, outcome }).await;
+            let _ = completer.send(Finished::new(id, attempt, outcome)).await;
         }
         drop(permit);
         shared.slot_freed.notify_one();

@@ -1,1 +1,120 @@
-fn main() {}
+//! `pgfleet`: one binary for every pgfleet component.
+//!
+//! Subcommands: `dev` (everything on a laptop, on an embedded PostgreSQL by default),
+//! `migrate`, `enqueue`, `worker`, `status`, `bench`. Settings come from flags or from
+//! `PGFLEET_*` environment variables; the database from `--database-url`,
+//! `PGFLEET_DATABASE_URL` or `DATABASE_URL`.
+
+mod bench;
+mod database;
+mod dev;
+mod enqueue;
+mod status;
+mod worker;
+
+use clap::{Parser, Subcommand};
+
+/// pgfleet: background jobs on PostgreSQL, operated the Kubernetes way.
+#[derive(Debug, Parser)]
+#[command(name = "pgfleet", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run pgfleet locally: a private PostgreSQL (unless DATABASE_URL is set), migrations and
+    /// a worker serving the default queues.
+    Dev(dev::DevArgs),
+    /// Apply database migrations (idempotent, safe to run concurrently).
+    Migrate(migrate::MigrateArgs),
+    /// Enqueue jobs.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Run a worker.
+    Worker(worker::WorkerArgs),
+    /// Show queue statistics, workers and partition ownership.
+    Status(status::StatusArgs),
+    /// Measure throughput and latency against a baseline measured in the same run.
+    Bench(bench::BenchArgs),
+}
+
+mod migrate {
+    use crate::database::DbArgs;
+
+    /// `pgfleet migrate`.
+    #[derive(Debug, clap::Args)]
+    pub struct MigrateArgs {
+        #[command(flatten)]
+        pub db: DbArgs,
+        /// Partition count for a new install (fixed afterwards).
+        #[arg(long, env = "PGFLEET_PARTITIONS")]
+        pub partitions: Option<u16>,
+    }
+
+    pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
+        let pool = args.db.connect().await?;
+        let p = pgfleet_queue::migrate::migrate(&pool, args.partitions).await?;
+        println!("pgfleet schema is up to date ({} partitions)", p.get());
+        Ok(())
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let json = std::env::var("PGFLEET_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(a) => dev::run(a).await,
+        Command::Migrate(a) => migrate::run(a).await,
+        Command::Enqueue(a) => enqueue::run(a).await,
+        Command::Worker(a) => worker::run(a).await,
+        Command::Status(a) => status::run(a).await,
+        Command::Bench(a) => bench::run(a).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

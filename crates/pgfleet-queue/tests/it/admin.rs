@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::{claim, count, setup};
 
 fn done(j: &pgfleet_queue::Job, outcome: Outcome) -> Finished {
-    Finished { id: j.id, attempt: j.attempt, outcome }
+    Finished::new(j.id, j.attempt, outcome)
 }
 
 #[tokio::test]
@@ -20,7 +20,7 @@ async fn failures_retry_with_backoff_then_discard_keeping_every_error() -> anyho
     let backoff = Backoff { base: Duration::from_millis(300), max: Duration::from_secs(1), jitter: 0.0 };
     let j = claim(&queue, &["q"], 1, "w").await?.remove(0);
     let out = Outcome::failure(j.attempt, j.max_attempts, "boom 1", false, &backoff);
-    queue.finalize(&[done(&j, out)]).await?;
+    queue.finalize("w", &[done(&j, out)]).await?;
     let waiting = queue.get_job(id).await?;
     assert_eq!(waiting.state, JobState::Retryable);
     assert!(claim(&queue, &["q"], 1, "w").await?.is_empty(), "not before its backoff");
@@ -29,7 +29,7 @@ async fn failures_retry_with_backoff_then_discard_keeping_every_error() -> anyho
     assert_eq!(j.attempt, 2);
     let out = Outcome::failure(j.attempt, j.max_attempts, "boom 2", false, &backoff);
     assert!(matches!(out, Outcome::Discard { .. }), "last attempt discards");
-    queue.finalize(&[done(&j, out)]).await?;
+    queue.finalize("w", &[done(&j, out)]).await?;
     let dead = queue.get_job(id).await?;
     assert_eq!(dead.state, JobState::Discarded);
     let errors: Vec<&str> = dead.errors.as_array().unwrap().iter().map(|e| e["error"].as_str().unwrap()).collect();
@@ -40,7 +40,7 @@ async fn failures_retry_with_backoff_then_discard_keeping_every_error() -> anyho
     assert_eq!(revived.state, JobState::Available);
     let j = claim(&queue, &["q"], 1, "w").await?.remove(0);
     assert_eq!(j.attempt, 3);
-    queue.finalize(&[done(&j, Outcome::Completed)]).await?;
+    queue.finalize("w", &[done(&j, Outcome::Completed)]).await?;
     let fin = queue.get_job(id).await?;
     assert_eq!(fin.state, JobState::Completed);
     assert_eq!(fin.errors.as_array().unwrap().len(), 2);
@@ -54,13 +54,18 @@ async fn stale_outcomes_are_fenced_by_attempt() -> anyhow::Result<()> {
     let id = queue.enqueue(NewJob::new("q", "noop")).await?.id;
     let j = claim(&queue, &["q"], 1, "w1").await?.remove(0);
     // Pretend w1 lost the job: it is released and claimed again by w2.
-    queue.finalize(&[done(&j, Outcome::Release)]).await?;
+    queue.finalize("w1", &[done(&j, Outcome::Release)]).await?;
     let j2 = claim(&queue, &["q"], 1, "w2").await?.remove(0);
     assert_eq!(j2.attempt, 2);
-    let counts = queue.finalize(&[done(&j, Outcome::Completed)]).await?;
+    let counts = queue.finalize("w1", &[done(&j, Outcome::Completed)]).await?;
     assert_eq!(counts.finalized, 0, "w1's stale completion is ignored");
+    let counts = queue.finalize("w1", &[done(&j, Outcome::failure(1, 20, "late", false, &Backoff::default()))]).await?;
+    assert_eq!(counts.requeued, 0, "w1's stale failure is ignored");
     assert_eq!(queue.get_job(id).await?.state, JobState::Running);
-    queue.finalize(&[done(&j2, Outcome::Completed)]).await?;
+    // Even w2 cannot fail an attempt it does not hold.
+    let counts = queue.finalize("w2", &[done(&j, Outcome::Release)]).await?;
+    assert_eq!(counts.requeued, 0);
+    queue.finalize("w2", &[done(&j2, Outcome::Completed)]).await?;
     assert_eq!(queue.get_job(id).await?.state, JobState::Completed);
     Ok(())
 }
@@ -70,10 +75,10 @@ async fn snooze_and_release_do_not_spend_attempts() -> anyhow::Result<()> {
     let (_db, queue) = setup().await?;
     let id = queue.enqueue(NewJob::new("q", "noop").max_attempts(1)).await?.id;
     let j = claim(&queue, &["q"], 1, "w").await?.remove(0);
-    queue.finalize(&[done(&j, Outcome::Release)]).await?;
+    queue.finalize("w", &[done(&j, Outcome::Release)]).await?;
     let j = claim(&queue, &["q"], 1, "w").await?.remove(0);
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(200);
-    queue.finalize(&[done(&j, Outcome::Snooze { at })]).await?;
+    queue.finalize("w", &[done(&j, Outcome::Snooze { at })]).await?;
     assert!(claim(&queue, &["q"], 1, "w").await?.is_empty());
     tokio::time::sleep(Duration::from_millis(250)).await;
     let j = claim(&queue, &["q"], 1, "w").await?.remove(0);
@@ -101,12 +106,12 @@ async fn cancel_waiting_and_running_jobs() -> anyhow::Result<()> {
     assert_eq!(n.payload(), format!("cancel:{running}"));
     let held = queue.extend_leases("w", &[running], Duration::from_secs(30)).await?;
     assert_eq!(held, vec![(running, true)], "heartbeat reports the cancel request");
-    queue.finalize(&[done(&j, Outcome::Cancelled { reason: "stopped".into() })]).await?;
+    queue.finalize("w", &[done(&j, Outcome::Cancelled { reason: "stopped".into() })]).await?;
     assert_eq!(queue.get_job(running).await?.state, JobState::Cancelled);
     // A cancelled job can be retried; a completed one cannot be cancelled.
     queue.retry_job(waiting).await?;
     let j = claim(&queue, &["q"], 1, "w").await?.remove(0);
-    queue.finalize(&[done(&j, Outcome::Completed)]).await?;
+    queue.finalize("w", &[done(&j, Outcome::Completed)]).await?;
     assert!(matches!(queue.cancel_job(waiting).await, Err(QueueError::WrongState { .. })));
     assert!(matches!(queue.get_job(999_999).await, Err(QueueError::NotFound(999_999))));
     Ok(())
@@ -119,7 +124,7 @@ async fn list_filters_and_paginates_across_both_tables() -> anyhow::Result<()> {
     queue.enqueue_many(&jobs).await?;
     let claimed = claim(&queue, &["q"], 5, "w").await?;
     let batch: Vec<Finished> = claimed.iter().map(|j| done(j, Outcome::Completed)).collect();
-    queue.finalize(&batch).await?;
+    queue.finalize("w", &batch).await?;
     let mut all = Vec::new();
     let mut after = None;
     loop {
@@ -154,7 +159,7 @@ async fn delete_and_retention() -> anyhow::Result<()> {
     let claimed = claim(&queue, &["q"], 100, "w").await?;
     assert!(matches!(queue.delete_job(claimed[0].id).await, Err(QueueError::WrongState { .. })));
     let batch: Vec<Finished> = claimed.iter().map(|j| done(j, Outcome::Completed)).collect();
-    queue.finalize(&batch).await?;
+    queue.finalize("w", &batch).await?;
     assert_eq!(count(&db, "pgfleet.jobs_finished").await?, 9);
     let keep = Retention { completed: Duration::from_secs(3600), failed: Duration::from_secs(3600) };
     assert_eq!(queue.prune_finished(keep, 100).await?, 0);
@@ -173,7 +178,7 @@ async fn stats_by_queue_and_partition() -> anyhow::Result<()> {
     queue.enqueue_many(&jobs).await?;
     queue.enqueue(NewJob::new("q", "noop").run_at(chrono::Utc::now() + chrono::Duration::hours(1))).await?;
     let claimed = claim(&queue, &["q"], 10, "w").await?;
-    queue.finalize(&claimed[..4].iter().map(|j| done(j, Outcome::Completed)).collect::<Vec<_>>()).await?;
+    queue.finalize("w", &claimed[..4].iter().map(|j| done(j, Outcome::Completed)).collect::<Vec<_>>()).await?;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let stats = queue.stats().await?;
     let q = stats.iter().find(|s| s.queue == "q").unwrap();

@@ -62,9 +62,9 @@ async fn unique_keys_make_enqueue_idempotent_even_after_completion() -> anyhow::
     let claimed = claim(&queue, &["q"], 10, "w").await?;
     let done: Vec<_> = claimed
         .iter()
-        .map(|j| pgfleet_queue::finalize::Finished { id: j.id, attempt: j.attempt, outcome: pgfleet_queue::finalize::Outcome::Completed })
+        .map(|j| pgfleet_queue::finalize::Finished::new(j.id, j.attempt, pgfleet_queue::finalize::Outcome::Completed))
         .collect();
-    queue.finalize(&done).await?;
+    queue.finalize("w", &done).await?;
     let after = queue.enqueue(job()).await?;
     assert!(after.duplicate);
     assert_eq!(after.id, first.id);

@@ -1,0 +1,322 @@
+//! `pgfleet bench`: throughput and latency, each beside a baseline measured in the same run.
+//!
+//! Phases (each on its own queue in a fresh database that is dropped at the end):
+//! 1. **ceiling**: a minimal raw-SQL loop (claim 100 with SKIP LOCKED, delete them) over N
+//!    jobs on 4 connections — the most this PostgreSQL can do with no library around it;
+//! 2. **burn-down**: N `noop` jobs worked to empty by one pgfleet worker with C slots;
+//! 3. **latency**: single enqueues at R jobs/s while a worker waits; enqueue → handler start;
+//! 4. **enqueue**: single-job enqueues from 8 concurrent callers, beside a raw single-row
+//!    INSERT loop from 8 callers as its baseline.
+//!
+//! Progress goes to stderr; `--json` prints one JSON object on stdout.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use pgfleet_pgembed::{Cluster, EmbedConfig};
+use pgfleet_queue::{NewJob, Queue};
+use pgfleet_worker::{Registry, Worker, WorkerConfig};
+use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::database::connect_pool;
+
+/// `pgfleet bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// PostgreSQL server URL (default: DATABASE_URL, else a private cluster from the local
+    /// install). A fresh database is created on it and dropped afterwards.
+    #[arg(long = "database-url", env = "PGFLEET_DATABASE_URL", hide_env_values = true)]
+    url: Option<String>,
+    /// Jobs for the burn-down and ceiling phases.
+    #[arg(long, default_value_t = 100_000)]
+    jobs: usize,
+    /// Worker slots for the burn-down.
+    #[arg(long, default_value_t = 1000)]
+    concurrency: usize,
+    /// Enqueue rate of the latency phase (jobs/s).
+    #[arg(long, default_value_t = 200)]
+    latency_rate: u32,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 10)]
+    latency_secs: u64,
+    /// Seconds of the enqueue phase.
+    #[arg(long, default_value_t = 5)]
+    enqueue_secs: u64,
+    /// Concurrent callers in the enqueue phase.
+    #[arg(long, default_value_t = 8)]
+    enqueue_callers: usize,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// When the server cannot be reached or started.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let url = args
+        .url
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .filter(|u| !u.is_empty());
+    let (admin, _cluster, server) = match url {
+        Some(u) => (u, None, "DATABASE_URL"),
+        None => {
+            progress("starting a private PostgreSQL cluster (durable settings) ...");
+            let dir = std::env::temp_dir().join(format!("pgfleet-bench-{}", std::process::id()));
+            let c = Cluster::start(&EmbedConfig { dir, temporary: true, fast_unsafe: false, port: None })?;
+            (c.url("postgres"), Some(c), "private cluster")
+        }
+    };
+    let admin_opts: PgConnectOptions = admin.parse().context("invalid database URL")?;
+    let name = format!("pgfleet_bench_{:08x}", rand::random::<u32>());
+    let mut conn = sqlx::PgConnection::connect_with(&admin_opts).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut conn).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+    let options = admin_opts.clone().database(&name);
+    let result = bench(&args, options).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
+    conn.close().await?;
+    let mut report = result?;
+    report["server"] = json!(server);
+    report["postgres_version"] = json!(version);
+    if args.json {
+        println!("{report}");
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn progress(msg: &str) {
+    eprintln!("[bench] {msg}");
+}
+
+async fn bench(args: &BenchArgs, options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
+    let pool = connect_pool(options.clone(), 20).await?;
+    pgfleet_queue::migrate::migrate(&pool, None).await?;
+    let queue = Queue::new(pool.clone()).await?;
+
+    progress(&format!("ceiling: raw claim+delete of {} jobs on 4 connections", args.jobs));
+    fill(&queue, "ceiling", args.jobs).await?;
+    let ceiling = raw_ceiling(&pool, args.jobs).await?;
+    progress(&format!("  {ceiling:.0} jobs/s"));
+
+    progress(&format!("burn-down: {} noop jobs, {} slots", args.jobs, args.concurrency));
+    fill(&queue, "burn", args.jobs).await?;
+    vacuum(&pool).await?;
+    let burn = burn_down(&queue, &options, args).await?;
+    progress(&format!("  {burn:.0} jobs/s ({:.0} % of the ceiling)", 100.0 * burn / ceiling));
+
+    progress(&format!("latency: {} jobs/s for {} s", args.latency_rate, args.latency_secs));
+    let lat = latency(&queue, &options, args).await?;
+    progress(&format!("  p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms", lat[0], lat[1], lat[2]));
+
+    progress(&format!("enqueue: {} callers for {} s", args.enqueue_callers, args.enqueue_secs));
+    let raw_insert = raw_inserts(&pool, args).await?;
+    let enq = enqueue_rate(&queue, args).await?;
+    progress(&format!("  {enq:.0} jobs/s (raw single-row INSERT: {raw_insert:.0}/s)"));
+
+    let sent = queue.notifier().stats().notifications_sent.load(Ordering::Relaxed);
+    queue.close().await;
+    pool.close().await;
+    Ok(json!({
+        "jobs": args.jobs,
+        "concurrency": args.concurrency,
+        "ceiling_jobs_per_sec": ceiling.round(),
+        "burn_down_jobs_per_sec": burn.round(),
+        "burn_down_vs_ceiling": (burn / ceiling * 1000.0).round() / 1000.0,
+        "latency_ms": {"p50": round2(lat[0]), "p95": round2(lat[1]), "p99": round2(lat[2]),
+                       "rate": args.latency_rate, "samples": lat[3] as u64},
+        "enqueue_jobs_per_sec": enq.round(),
+        "raw_insert_per_sec": raw_insert.round(),
+        "enqueue_vs_raw_insert": (enq / raw_insert * 1000.0).round() / 1000.0,
+        "notifications_sent": sent,
+    }))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+async fn fill(queue: &Queue, name: &str, n: usize) -> anyhow::Result<()> {
+    let job = NewJob::new(name, "noop");
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(10_000);
+        queue.enqueue_many(&vec![job.clone(); k]).await?;
+        done += k;
+    }
+    Ok(())
+}
+
+async fn vacuum(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("VACUUM ANALYZE pgfleet.jobs").execute(pool).await?;
+    Ok(())
+}
+
+const RAW_CLAIM: &str = "UPDATE pgfleet.jobs SET state = 'running', attempt = attempt + 1 \
+    WHERE id = ANY(ARRAY(SELECT id FROM pgfleet.jobs WHERE queue = 'ceiling' \
+    AND state = 'available' ORDER BY priority, run_at, id LIMIT 100 FOR UPDATE SKIP LOCKED)) \
+    RETURNING id";
+
+async fn raw_ceiling(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
+    vacuum(pool).await?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let ids: Vec<i64> = sqlx::query_scalar(RAW_CLAIM).fetch_all(&pool).await?;
+                if ids.is_empty() {
+                    return anyhow::Ok(());
+                }
+                sqlx::query("DELETE FROM pgfleet.jobs WHERE id = ANY($1)")
+                    .bind(&ids)
+                    .execute(&pool)
+                    .await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn bench_worker(queue: &Queue, options: &PgConnectOptions, queue_name: &str, slots: usize, registry: Registry) -> anyhow::Result<Worker> {
+    let mut config = WorkerConfig::new("bench", vec![queue_name.to_string()]);
+    config.concurrency = slots;
+    config.max_claim = slots.min(1000);
+    config.maintenance = false;
+    Ok(Worker::new(queue.clone(), options.clone(), config, registry)?)
+}
+
+async fn burn_down(queue: &Queue, options: &PgConnectOptions, args: &BenchArgs) -> anyhow::Result<f64> {
+    let worker = bench_worker(queue, options, "burn", args.concurrency, Registry::builtin())?;
+    let stop = CancellationToken::new();
+    let start = Instant::now();
+    let task = tokio::spawn(worker.run(stop.clone()));
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let left: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pgfleet.jobs WHERE queue = 'burn')")
+            .fetch_one(queue.pool())
+            .await?;
+        if !left {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    stop.cancel();
+    task.await??;
+    Ok(args.jobs as f64 / elapsed.as_secs_f64())
+}
+
+fn micros_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// Returns [p50, p95, p99, samples].
+async fn latency(queue: &Queue, options: &PgConnectOptions, args: &BenchArgs) -> anyhow::Result<[f64; 4]> {
+    let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let mut registry = Registry::new();
+    let sink = samples.clone();
+    registry.register("stamp", move |job, _ctx| {
+        let sink = sink.clone();
+        async move {
+            let sent = job.payload.get("t").and_then(|v| v.as_u64()).unwrap_or(0);
+            let ms = micros_now().saturating_sub(sent) as f64 / 1000.0;
+            if let Ok(mut s) = sink.lock() {
+                s.push(ms);
+            }
+            Ok(())
+        }
+    });
+    let worker = bench_worker(queue, options, "latency", 50, registry)?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let total = u64::from(args.latency_rate) * args.latency_secs;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.latency_rate.max(1))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for _ in 0..total {
+        tick.tick().await;
+        queue
+            .enqueue(NewJob::new("latency", "stamp").payload(json!({"t": micros_now()})))
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while samples.lock().map(|s| s.len() as u64).unwrap_or(0) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await??;
+    let mut s = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| s.get(((s.len() as f64 * p) as usize).min(s.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    Ok([pct(0.50), pct(0.95), pct(0.99), s.len() as f64])
+}
+
+async fn enqueue_rate(queue: &Queue, args: &BenchArgs) -> anyhow::Result<f64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(args.enqueue_secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.enqueue_callers {
+        let (queue, count) = (queue.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                queue.enqueue(NewJob::new("enqueue", "noop")).await?;
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn raw_inserts(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<f64> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS public.bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL)")
+        .execute(pool)
+        .await?;
+    let count = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(args.enqueue_secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.enqueue_callers {
+        let (pool, count) = (pool.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                sqlx::query("INSERT INTO public.bench_raw (payload) VALUES ('{}')").execute(&pool).await?;
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn print_table(r: &serde_json::Value) {
+    println!("pgfleet bench ({} jobs, {} slots, PostgreSQL {} via {})",
+        r["jobs"], r["concurrency"], r["postgres_version"].as_str().unwrap_or("?"), r["server"].as_str().unwrap_or("?"));
+    println!("  burn-down        {:>10} jobs/s   ({:.0} % of raw ceiling {} jobs/s)",
+        r["burn_down_jobs_per_sec"], r["burn_down_vs_ceiling"].as_f64().unwrap_or(0.0) * 100.0, r["ceiling_jobs_per_sec"]);
+    let l = &r["latency_ms"];
+    println!("  latency @{}/s    p50 {} ms, p95 {} ms, p99 {} ms ({} samples)", l["rate"], l["p50"], l["p95"], l["p99"], l["samples"]);
+    println!("  enqueue (single) {:>10} jobs/s   ({:.0} % of raw single-row INSERT {} /s)",
+        r["enqueue_jobs_per_sec"], r["enqueue_vs_raw_insert"].as_f64().unwrap_or(0.0) * 100.0, r["raw_insert_per_sec"]);
+    println!("  NOTIFY sent      {:>10}", r["notifications_sent"]);
+}

@@ -1,0 +1,72 @@
+//! `pgfleet enqueue`: enqueue one job, or `--count N` copies in one statement.
+
+use pgfleet_queue::{NewJob, Queue};
+
+use crate::database::DbArgs;
+
+/// `pgfleet enqueue`.
+#[derive(Debug, clap::Args)]
+pub struct EnqueueArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Job kind (the built-in worker runs noop, sleep and fail).
+    kind: String,
+    /// JSON payload.
+    #[arg(long, default_value = "{}")]
+    payload: String,
+    /// Queue.
+    #[arg(long, short, default_value = "default")]
+    queue: String,
+    /// Priority, 0 (highest) to 9.
+    #[arg(long, default_value_t = pgfleet_queue::job::PRIORITY_DEFAULT)]
+    priority: i16,
+    /// Attempts before the job is discarded.
+    #[arg(long, default_value_t = pgfleet_queue::job::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: i32,
+    /// Partition key (user id, event id...).
+    #[arg(long)]
+    partition_key: Option<String>,
+    /// Unique key: enqueue is idempotent on it.
+    #[arg(long)]
+    unique_key: Option<String>,
+    /// Run no earlier than this many seconds from now.
+    #[arg(long)]
+    delay_secs: Option<u64>,
+    /// Enqueue this many copies (one statement per 10,000).
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+}
+
+/// Runs `pgfleet enqueue`.
+///
+/// # Errors
+/// Invalid input (named field) or an unreachable database.
+pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
+    let mut job = NewJob::new(&args.queue, &args.kind)
+        .payload_json(&args.payload)?
+        .priority(args.priority)
+        .max_attempts(args.max_attempts);
+    job.partition_key = args.partition_key.clone();
+    job.unique_key = args.unique_key.clone();
+    if let Some(d) = args.delay_secs {
+        job.run_at = Some(chrono::Utc::now() + chrono::Duration::seconds(d as i64));
+    }
+    job.validate()?;
+    let pool = args.db.connect().await?;
+    let queue = Queue::new(pool).await?;
+    if args.count <= 1 {
+        let e = queue.enqueue(job).await?;
+        let note = if e.duplicate { " (already existed)" } else { "" };
+        println!("job {} in partition {}{note}", e.id, e.partition);
+    } else {
+        let mut done = 0;
+        while done < args.count {
+            let n = (args.count - done).min(10_000);
+            queue.enqueue_many(&vec![job.clone(); n]).await?;
+            done += n;
+        }
+        println!("enqueued {done} jobs on {}", args.queue);
+    }
+    queue.close().await;
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! `pgfleet worker`: serve a pool's queues with the built-in handlers until SIGTERM.
+
+use std::time::Duration;
+
+use pgfleet_queue::Queue;
+use pgfleet_worker::{Registry, Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::database::DbArgs;
+
+/// Worker flags (shared with `pgfleet dev`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerFlags {
+    /// Pool name (partitions are leased per pool).
+    #[arg(long, env = "PGFLEET_POOL", default_value = "default")]
+    pub pool: String,
+    /// Queues to serve, comma separated.
+    #[arg(long, env = "PGFLEET_QUEUES", value_delimiter = ',', default_value = "default")]
+    pub queues: Vec<String>,
+    /// Concurrent job slots.
+    #[arg(long, env = "PGFLEET_CONCURRENCY", default_value_t = 10)]
+    pub concurrency: usize,
+    /// Job lease in seconds; a lost worker's jobs run again within about twice this.
+    #[arg(long, env = "PGFLEET_LEASE_SECS", default_value_t = 15)]
+    pub lease_secs: u64,
+    /// Seconds in-flight jobs may finish after SIGTERM.
+    #[arg(long, env = "PGFLEET_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
+    /// Backstop poll period in milliseconds.
+    #[arg(long, env = "PGFLEET_POLL_MS", default_value_t = 1000)]
+    pub poll_ms: u64,
+}
+
+impl WorkerFlags {
+    /// The worker configuration these flags describe.
+    pub fn config(&self) -> WorkerConfig {
+        let mut c = WorkerConfig::new(&self.pool, self.queues.clone());
+        c.concurrency = self.concurrency;
+        c.lease = Duration::from_secs(self.lease_secs.max(1));
+        c.rescue_interval = (c.lease / 3).max(Duration::from_secs(1));
+        c.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
+        c.poll_interval = Duration::from_millis(self.poll_ms.max(10));
+        c
+    }
+}
+
+/// `pgfleet worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    worker: WorkerFlags,
+}
+
+/// Runs `pgfleet worker` until SIGINT/SIGTERM.
+///
+/// # Errors
+/// When the database is unreachable or the configuration is invalid.
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let options = args.db.options()?;
+    let pool = crate::database::connect_pool(options.clone(), args.db.pool_size).await?;
+    pgfleet_queue::migrate::migrate(&pool, None).await?;
+    let queue = Queue::new(pool).await?;
+    let worker = Worker::new(queue.clone(), options, args.worker.config(), Registry::builtin())?;
+    let stop = CancellationToken::new();
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        signal_stop.cancel();
+    });
+    worker.run(stop).await?;
+    queue.close().await;
+    Ok(())
+}
