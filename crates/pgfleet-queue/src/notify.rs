@@ -2,10 +2,13 @@
 //! window.
 //!
 //! NOTIFY takes a cluster-wide lock at commit that serialises every notifying transaction,
-//! so the notifier (a) never notifies inside an enqueue's transaction, (b) sends the first
-//! wake-up of a partition after a quiet spell at once (leading edge, for latency), and
-//! (c) coalesces the rest of the window into one trailing NOTIFY (for throughput). All due
-//! partitions go out in one statement. A lost NOTIFY only delays work: workers also poll.
+//! so what costs is the number of notifying *transactions*. The notifier (a) never notifies
+//! inside an enqueue's transaction, (b) flushes at once when it has not flushed for a window
+//! (leading edge, for latency), and (c) otherwise coalesces everything that arrives in the
+//! window into one trailing flush (for throughput). A flush is one statement signalling each
+//! pending partition's channel once, so each partition gets at most one NOTIFY per window
+//! and the cluster sees at most one notifying transaction per window per process. A lost
+//! NOTIFY only delays work: workers also poll.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,14 +29,15 @@ pub const MAX_PAYLOAD_BYTES: usize = 7999;
 /// Notifier settings.
 #[derive(Debug, Clone)]
 pub struct NotifierConfig {
-    /// At most one NOTIFY per partition per window (default 10 ms).
+    /// At most one flush (one notifying transaction) per window (default 2 ms, so at most
+    /// 500 notifying transactions per second per process, however high the enqueue rate).
     pub window: Duration,
 }
 
 impl Default for NotifierConfig {
     fn default() -> Self {
         Self {
-            window: Duration::from_millis(10),
+            window: Duration::from_millis(2),
         }
     }
 }
@@ -118,24 +122,16 @@ impl Notifier {
 
 
 async fn run(pool: PgPool, shared: Arc<Shared>, config: NotifierConfig, cancel: CancellationToken) {
-    let n = shared.pending.lock().map(|p| p.len()).unwrap_or(0);
-    let mut last_sent: Vec<Option<Instant>> = vec![None; n];
+    let mut last_flush: Option<Instant> = None;
     loop {
         let now = Instant::now();
+        let ready_at = last_flush.map(|t| t + config.window);
+        let draining = cancel.is_cancelled();
         let mut due = Vec::new();
-        let mut next_deadline: Option<Instant> = None;
-        if let Ok(mut pending) = shared.pending.lock() {
-            for (p, flag) in pending.iter_mut().enumerate() {
-                if !*flag {
-                    continue;
-                }
-                match last_sent[p] {
-                    Some(at) if at + config.window > now => {
-                        let d = at + config.window;
-                        next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
-                    }
-                    _ => {
-                        *flag = false;
+        if draining || ready_at.is_none_or(|r| r <= now) {
+            if let Ok(mut pending) = shared.pending.lock() {
+                for (p, flag) in pending.iter_mut().enumerate() {
+                    if std::mem::take(flag) {
                         due.push(p as i16);
                     }
                 }
@@ -144,9 +140,7 @@ async fn run(pool: PgPool, shared: Arc<Shared>, config: NotifierConfig, cancel: 
         if !due.is_empty() {
             match send(&pool, &due).await {
                 Ok(()) => {
-                    for &p in &due {
-                        last_sent[p as usize] = Some(now);
-                    }
+                    last_flush = Some(now);
                     let stats = &shared.stats;
                     stats.flushes.fetch_add(1, Ordering::Relaxed);
                     stats
@@ -157,26 +151,31 @@ async fn run(pool: PgPool, shared: Arc<Shared>, config: NotifierConfig, cancel: 
                     // Workers poll, so a failed wake-up costs latency only; back off a little.
                     tracing::warn!(error = %e, "notifier: NOTIFY failed");
                     shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    if draining {
+                        return;
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
             continue;
         }
-        if cancel.is_cancelled() {
+        if draining {
             return;
         }
+        let has_pending = shared
+            .pending
+            .lock()
+            .map(|p| p.iter().any(|f| *f))
+            .unwrap_or(false);
         tokio::select! {
-            _ = shared.wake.notified() => {}
+            _ = shared.wake.notified(), if !has_pending => {}
             _ = async {
-                match next_deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
+                match ready_at {
+                    Some(r) if has_pending => tokio::time::sleep_until(r).await,
+                    _ => std::future::pending().await,
                 }
             } => {}
-            _ = cancel.cancelled() => {
-                // Loop once more: pending partitions are sent regardless of the window.
-                last_sent.iter_mut().for_each(|t| *t = None);
-            }
+            _ = cancel.cancelled() => {}
         }
     }
 }
