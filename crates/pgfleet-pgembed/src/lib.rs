@@ -75,17 +75,26 @@ impl Cluster {
     pub fn start(config: &EmbedConfig) -> Result<Self, EmbedError> {
         let bin = find_bin().ok_or(EmbedError::NoInstall)?;
         let data = config.dir.join("data");
-        std::fs::create_dir_all(&config.dir).map_err(io(format!("create {}", config.dir.display())))?;
+        std::fs::create_dir_all(&config.dir)
+            .map_err(io(format!("create {}", config.dir.display())))?;
         let as_root = is_root();
         if as_root {
-            run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&config.dir))?;
+            run(Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&config.dir))?;
         }
         if !data.join("PG_VERSION").exists() {
             let mut initdb = pg_command(&bin.join("initdb"), as_root);
-            initdb
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+            initdb.arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]);
             run(&mut initdb)?;
         }
         let port = match config.port {

@@ -129,7 +129,9 @@ async fn flush(
         match queue.finalize(worker_id, batch).await {
             Ok(_) => {
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
-                stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 return;
             }
             Err(e) => {
@@ -138,7 +140,9 @@ async fn flush(
                 if attempt > config.max_retries {
                     tracing::error!(error = %e, jobs = batch.len(),
                         "completer: giving up on a batch; its jobs will be rescued");
-                    stats.abandoned.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    stats
+                        .abandoned
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     return;
                 }
                 tracing::warn!(error = %e, attempt, "completer: flush failed; retrying");

@@ -309,6 +309,22 @@ pub(crate) const FINISHED_COLUMNS: &str = "id, queue, kind, partition, priority,
     metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
     NULL::timestamptz AS lease_until, errors, unique_key, created_at, finalized_at";
 
+/// SQL fragment: `INSERT INTO pgfleet.jobs_finished (...) SELECT ... FROM` a set of deleted
+/// `pgfleet.jobs` rows that also carries `final_state` and `final_error` (jsonb or NULL)
+/// columns. Used with `concat!` by every statement that finalizes jobs.
+macro_rules! insert_finished_from {
+    () => {
+        "INSERT INTO pgfleet.jobs_finished (id, queue, kind, partition, priority, state, \
+         payload, metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, errors, \
+         unique_key, created_at) \
+         SELECT id, queue, kind, partition, priority, final_state::pgfleet.job_state, payload, \
+         metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
+         CASE WHEN final_error IS NULL THEN errors ELSE errors || jsonb_build_array(final_error) END, \
+         unique_key, created_at FROM "
+    };
+}
+pub(crate) use insert_finished_from;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,26 +347,15 @@ mod tests {
         assert_eq!(field(NewJob::new("", "k")), "queue");
         assert_eq!(field(NewJob::new("q w", "k")), "queue");
         assert_eq!(field(NewJob::new("q", "")), "kind");
-        assert_eq!(field(NewJob::new("q", "k").max_attempts(-1)), "max_attempts");
+        assert_eq!(
+            field(NewJob::new("q", "k").max_attempts(-1)),
+            "max_attempts"
+        );
         assert_eq!(field(NewJob::new("q", "k").priority(10)), "priority");
         assert_eq!(field(NewJob::new("q", "k").unique_key("")), "unique_key");
         assert!(NewJob::new("q", "k").payload_json("{not json").is_err());
-        assert!(NewJob::new("default", "payments.process").validate().is_ok());
+        assert!(NewJob::new("default", "payments.process")
+            .validate()
+            .is_ok());
     }
 }
-
-/// SQL fragment: `INSERT INTO pgfleet.jobs_finished (...) SELECT ... FROM` a set of deleted
-/// `pgfleet.jobs` rows that also carries `final_state` and `final_error` (jsonb or NULL)
-/// columns. Used with `concat!` by every statement that finalizes jobs.
-macro_rules! insert_finished_from {
-    () => {
-        "INSERT INTO pgfleet.jobs_finished (id, queue, kind, partition, priority, state, \
-         payload, metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, errors, \
-         unique_key, created_at) \
-         SELECT id, queue, kind, partition, priority, final_state::pgfleet.job_state, payload, \
-         metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
-         CASE WHEN final_error IS NULL THEN errors ELSE errors || jsonb_build_array(final_error) END, \
-         unique_key, created_at FROM "
-    };
-}
-pub(crate) use insert_finished_from;

@@ -51,7 +51,10 @@ impl Default for ReconnectPolicy {
 impl ReconnectPolicy {
     /// The delay before reconnect attempt `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = self.multiplier.max(1.0).powi(attempt.saturating_sub(1) as i32);
+        let factor = self
+            .multiplier
+            .max(1.0)
+            .powi(attempt.saturating_sub(1) as i32);
         let secs = (self.base.as_secs_f64() * factor).min(self.max.as_secs_f64());
         Duration::from_secs_f64(secs)
     }
@@ -315,7 +318,12 @@ async fn run(mut ctx: Ctx, mut commands: mpsc::Receiver<Command>) {
             }
         }
         failures += 1;
-        if ctx.config.reconnect.max_attempts.is_some_and(|m| failures > m) {
+        if ctx
+            .config
+            .reconnect
+            .max_attempts
+            .is_some_and(|m| failures > m)
+        {
             ctx.emit(ListenerEvent::GaveUp);
             return;
         }
@@ -342,7 +350,11 @@ async fn run(mut ctx: Ctx, mut commands: mpsc::Receiver<Command>) {
 }
 
 async fn connect(ctx: &Ctx) -> std::result::Result<(sqlx::PgPool, PgListener), sqlx::Error> {
-    let options = ctx.config.connect.clone().application_name("pgfleet-listener");
+    let options = ctx
+        .config
+        .connect
+        .clone()
+        .application_name("pgfleet-listener");
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)

@@ -120,7 +120,6 @@ impl Notifier {
     }
 }
 
-
 async fn run(pool: PgPool, shared: Arc<Shared>, config: NotifierConfig, cancel: CancellationToken) {
     let mut last_flush: Option<Instant> = None;
     loop {

@@ -49,7 +49,9 @@ impl Counts {
         self.running += o.running;
         self.completed_last_minute += o.completed_last_minute;
         self.discarded_last_minute += o.discarded_last_minute;
-        self.oldest_available_age_secs = self.oldest_available_age_secs.max(o.oldest_available_age_secs);
+        self.oldest_available_age_secs = self
+            .oldest_available_age_secs
+            .max(o.oldest_available_age_secs);
     }
 }
 
@@ -115,7 +117,12 @@ impl Queue {
                 oldest_available_age_secs: row.try_get("oldest")?,
                 ..Default::default()
             };
-            entry(&mut by_queue, row.try_get("queue")?, row.try_get("partition")?).merge(&c);
+            entry(
+                &mut by_queue,
+                row.try_get("queue")?,
+                row.try_get("partition")?,
+            )
+            .merge(&c);
         }
         for row in sqlx::query(FINISHED_SQL).fetch_all(self.pool()).await? {
             let c = Counts {
@@ -123,7 +130,12 @@ impl Queue {
                 discarded_last_minute: row.try_get("discarded")?,
                 ..Default::default()
             };
-            entry(&mut by_queue, row.try_get("queue")?, row.try_get("partition")?).merge(&c);
+            entry(
+                &mut by_queue,
+                row.try_get("queue")?,
+                row.try_get("partition")?,
+            )
+            .merge(&c);
         }
         let mut out: Vec<QueueStats> = by_queue.into_values().collect();
         for q in &mut out {

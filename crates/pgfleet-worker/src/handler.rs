@@ -106,7 +106,12 @@ impl Registry {
     }
 
     /// Registers `kind` with an explicit per-attempt timeout.
-    pub fn register_with_timeout<F, Fut>(&mut self, kind: &str, timeout: Duration, f: F) -> &mut Self
+    pub fn register_with_timeout<F, Fut>(
+        &mut self,
+        kind: &str,
+        timeout: Duration,
+        f: F,
+    ) -> &mut Self
     where
         F: Fn(Job, JobContext) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
@@ -138,7 +143,11 @@ impl Registry {
         let mut r = Self::new();
         r.register("noop", |_job, _ctx| async { Ok(()) });
         r.register("sleep", |job, ctx| async move {
-            let ms = job.payload.get("ms").and_then(|v| v.as_u64()).unwrap_or(100);
+            let ms = job
+                .payload
+                .get("ms")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(100);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
                 _ = ctx.cancel.cancelled() => Err(JobError::retry("interrupted")),

@@ -187,7 +187,11 @@ impl Worker {
             lc.channels = initial.iter().map(|&p| channel(p)).collect();
             lc.channels.push(CONTROL_CHANNEL.to_owned());
             let (listener, messages) = Listener::spawn(lc, None);
-            tasks.push(tokio::spawn(dispatch(shared.clone(), messages, owned_rx.clone())));
+            tasks.push(tokio::spawn(dispatch(
+                shared.clone(),
+                messages,
+                owned_rx.clone(),
+            )));
             Some(Arc::new(listener))
         } else {
             None
@@ -201,9 +205,15 @@ impl Worker {
                 tasks_stop.clone(),
             )));
         }
-        tasks.push(tokio::spawn(heartbeat_loop(shared.clone(), tasks_stop.clone())));
+        tasks.push(tokio::spawn(heartbeat_loop(
+            shared.clone(),
+            tasks_stop.clone(),
+        )));
         if cfg.maintenance {
-            tasks.push(tokio::spawn(maintenance_loop(shared.clone(), tasks_stop.clone())));
+            tasks.push(tokio::spawn(maintenance_loop(
+                shared.clone(),
+                tasks_stop.clone(),
+            )));
         }
         tracing::info!(worker = %shared.worker_id, pool = %cfg.pool, queues = ?cfg.queues,
             concurrency = cfg.concurrency, partitions = ?initial, "worker started");
@@ -221,11 +231,15 @@ impl Worker {
                 .lock()
                 .map(|r| r.keys().copied().collect())
                 .unwrap_or_default();
-            tracing::warn!(jobs = ids.len(), "grace period over: releasing unfinished jobs");
+            tracing::warn!(
+                jobs = ids.len(),
+                "grace period over: releasing unfinished jobs"
+            );
             for id in ids {
                 shared.stop_job(id, STOP_SHUTDOWN);
             }
-            let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all_slots)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all_slots)).await;
         }
         completer.close().await;
         tasks_stop.cancel();
@@ -289,7 +303,10 @@ async fn claim_loop(
             }
         };
         shared.stats.claims.fetch_add(1, Ordering::Relaxed);
-        shared.stats.claimed.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        shared
+            .stats
+            .claimed
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         let got = jobs.len();
         for job in jobs {
             match shared.slots.clone().try_acquire_owned() {
@@ -365,7 +382,10 @@ async fn execute(
     };
     let Some(reg) = shared.registry.get(&job.kind) else {
         return Some(failure(
-            format!("no handler registered for kind {:?} on this worker", job.kind),
+            format!(
+                "no handler registered for kind {:?} on this worker",
+                job.kind
+            ),
             false,
         ));
     };
@@ -463,7 +483,11 @@ async fn ownership_loop(
             _ = tokio::time::sleep(period) => {}
             _ = stop.cancelled() => return,
         }
-        let now = match shared.queue.rebalance(&info, shared.config.ownership_ttl).await {
+        let now = match shared
+            .queue
+            .rebalance(&info, shared.config.ownership_ttl)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "partition rebalance failed");
@@ -513,7 +537,11 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
             continue;
         }
         let ids: Vec<i64> = due.iter().map(|(id, _)| *id).collect();
-        match shared.queue.extend_leases(&shared.worker_id, &ids, lease).await {
+        match shared
+            .queue
+            .extend_leases(&shared.worker_id, &ids, lease)
+            .await
+        {
             Ok(held) => {
                 let held: HashMap<i64, bool> = held.into_iter().collect();
                 for id in ids {
@@ -546,7 +574,11 @@ async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToken) {
         }
         if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             last_prune = Some(Instant::now());
-            if let Err(e) = shared.queue.prune_finished(shared.config.retention, 5000).await {
+            if let Err(e) = shared
+                .queue
+                .prune_finished(shared.config.retention, 5000)
+                .await
+            {
                 tracing::warn!(error = %e, "retention pass failed");
             }
             let _ = shared.queue.reap_workers(Duration::from_secs(3600)).await;

@@ -30,7 +30,11 @@ use crate::database::connect_pool;
 pub struct BenchArgs {
     /// PostgreSQL server URL (default: DATABASE_URL, else a private cluster from the local
     /// install). A fresh database is created on it and dropped afterwards.
-    #[arg(long = "database-url", env = "PGFLEET_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long = "database-url",
+        env = "PGFLEET_DATABASE_URL",
+        hide_env_values = true
+    )]
     url: Option<String>,
     /// Jobs for the burn-down and ceiling phases.
     #[arg(long, default_value_t = 100_000)]
@@ -70,18 +74,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => {
             progress("starting a private PostgreSQL cluster (durable settings) ...");
             let dir = std::env::temp_dir().join(format!("pgfleet-bench-{}", std::process::id()));
-            let c = Cluster::start(&EmbedConfig { dir, temporary: true, fast_unsafe: false, port: None })?;
+            let c = Cluster::start(&EmbedConfig {
+                dir,
+                temporary: true,
+                fast_unsafe: false,
+                port: None,
+            })?;
             (c.url("postgres"), Some(c), "private cluster")
         }
     };
     let admin_opts: PgConnectOptions = admin.parse().context("invalid database URL")?;
     let name = format!("pgfleet_bench_{:08x}", rand::random::<u32>());
     let mut conn = sqlx::PgConnection::connect_with(&admin_opts).await?;
-    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut conn).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut conn)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
     let options = admin_opts.clone().database(&name);
     let result = bench(&args, options).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
     let mut report = result?;
     report["server"] = json!(server);
@@ -103,31 +118,57 @@ async fn bench(args: &BenchArgs, options: PgConnectOptions) -> anyhow::Result<se
     pgfleet_queue::migrate::migrate(&pool, None).await?;
     let queue = Queue::new(pool.clone()).await?;
 
-    progress(&format!("ceiling: raw claim+delete of {} jobs on 4 connections", args.jobs));
+    progress(&format!(
+        "ceiling: raw claim+delete of {} jobs on 4 connections",
+        args.jobs
+    ));
     fill(&queue, "ceiling", args.jobs).await?;
     let ceiling = raw_ceiling(&pool, args.jobs).await?;
     progress(&format!("  {ceiling:.0} jobs/s"));
 
-    progress(&format!("burn-down: {} noop jobs, {} slots", args.jobs, args.concurrency));
+    progress(&format!(
+        "burn-down: {} noop jobs, {} slots",
+        args.jobs, args.concurrency
+    ));
     fill(&queue, "burn", args.jobs).await?;
     vacuum(&pool).await?;
     let burn = burn_down(&queue, &options, args).await?;
-    progress(&format!("  {burn:.0} jobs/s ({:.0} % of the ceiling)", 100.0 * burn / ceiling));
+    progress(&format!(
+        "  {burn:.0} jobs/s ({:.0} % of the ceiling)",
+        100.0 * burn / ceiling
+    ));
 
     // Let the burn-down's dead rows be vacuumed first: the latency phase measures a steady
     // state, not autovacuum catching up.
     sqlx::query("VACUUM pgfleet.jobs").execute(&pool).await?;
-    sqlx::query("VACUUM pgfleet.jobs_finished").execute(&pool).await?;
-    progress(&format!("latency: {} jobs/s for {} s", args.latency_rate, args.latency_secs));
+    sqlx::query("VACUUM pgfleet.jobs_finished")
+        .execute(&pool)
+        .await?;
+    progress(&format!(
+        "latency: {} jobs/s for {} s",
+        args.latency_rate, args.latency_secs
+    ));
     let lat = latency(&queue, &options, args).await?;
-    progress(&format!("  p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms", lat[0], lat[1], lat[2]));
+    progress(&format!(
+        "  p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+        lat[0], lat[1], lat[2]
+    ));
 
-    progress(&format!("enqueue: {} callers for {} s", args.enqueue_callers, args.enqueue_secs));
+    progress(&format!(
+        "enqueue: {} callers for {} s",
+        args.enqueue_callers, args.enqueue_secs
+    ));
     let raw_insert = raw_inserts(&pool, args).await?;
     let enq = enqueue_rate(&queue, args).await?;
-    progress(&format!("  {enq:.0} jobs/s (raw single-row INSERT: {raw_insert:.0}/s)"));
+    progress(&format!(
+        "  {enq:.0} jobs/s (raw single-row INSERT: {raw_insert:.0}/s)"
+    ));
 
-    let sent = queue.notifier().stats().notifications_sent.load(Ordering::Relaxed);
+    let sent = queue
+        .notifier()
+        .stats()
+        .notifications_sent
+        .load(Ordering::Relaxed);
     queue.close().await;
     pool.close().await;
     Ok(json!({
@@ -161,7 +202,9 @@ async fn fill(queue: &Queue, name: &str, n: usize) -> anyhow::Result<()> {
 }
 
 async fn vacuum(pool: &PgPool) -> anyhow::Result<()> {
-    sqlx::query("VACUUM ANALYZE pgfleet.jobs").execute(pool).await?;
+    sqlx::query("VACUUM ANALYZE pgfleet.jobs")
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -195,24 +238,46 @@ async fn raw_ceiling(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-fn bench_worker(queue: &Queue, options: &PgConnectOptions, queue_name: &str, slots: usize, registry: Registry) -> anyhow::Result<Worker> {
+fn bench_worker(
+    queue: &Queue,
+    options: &PgConnectOptions,
+    queue_name: &str,
+    slots: usize,
+    registry: Registry,
+) -> anyhow::Result<Worker> {
     let mut config = WorkerConfig::new("bench", vec![queue_name.to_string()]);
     config.concurrency = slots;
     config.max_claim = slots.min(1000);
     config.maintenance = false;
-    Ok(Worker::new(queue.clone(), options.clone(), config, registry)?)
+    Ok(Worker::new(
+        queue.clone(),
+        options.clone(),
+        config,
+        registry,
+    )?)
 }
 
-async fn burn_down(queue: &Queue, options: &PgConnectOptions, args: &BenchArgs) -> anyhow::Result<f64> {
-    let worker = bench_worker(queue, options, "burn", args.concurrency, Registry::builtin())?;
+async fn burn_down(
+    queue: &Queue,
+    options: &PgConnectOptions,
+    args: &BenchArgs,
+) -> anyhow::Result<f64> {
+    let worker = bench_worker(
+        queue,
+        options,
+        "burn",
+        args.concurrency,
+        Registry::builtin(),
+    )?;
     let stop = CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(worker.run(stop.clone()));
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let left: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pgfleet.jobs WHERE queue = 'burn')")
-            .fetch_one(queue.pool())
-            .await?;
+        let left: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pgfleet.jobs WHERE queue = 'burn')")
+                .fetch_one(queue.pool())
+                .await?;
         if !left {
             break;
         }
@@ -224,11 +289,18 @@ async fn burn_down(queue: &Queue, options: &PgConnectOptions, args: &BenchArgs) 
 }
 
 fn micros_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Returns [p50, p95, p99, samples].
-async fn latency(queue: &Queue, options: &PgConnectOptions, args: &BenchArgs) -> anyhow::Result<[f64; 4]> {
+async fn latency(
+    queue: &Queue,
+    options: &PgConnectOptions,
+    args: &BenchArgs,
+) -> anyhow::Result<[f64; 4]> {
     let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
     let mut registry = Registry::new();
     let sink = samples.clone();
@@ -248,7 +320,9 @@ async fn latency(queue: &Queue, options: &PgConnectOptions, args: &BenchArgs) ->
     let task = tokio::spawn(worker.run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total = u64::from(args.latency_rate) * args.latency_secs;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.latency_rate.max(1))));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(
+        1.0 / f64::from(args.latency_rate.max(1)),
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for _ in 0..total {
         tick.tick().await;
@@ -264,7 +338,11 @@ async fn latency(queue: &Queue, options: &PgConnectOptions, args: &BenchArgs) ->
     task.await??;
     let mut s = samples.lock().map(|s| s.clone()).unwrap_or_default();
     s.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| s.get(((s.len() as f64 * p) as usize).min(s.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        s.get(((s.len() as f64 * p) as usize).min(s.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     Ok([pct(0.50), pct(0.95), pct(0.99), s.len() as f64])
 }
 
@@ -301,7 +379,9 @@ async fn raw_inserts(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<f64> {
         let (pool, count) = (pool.clone(), count.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < until {
-                sqlx::query("INSERT INTO public.bench_raw (payload) VALUES ('{}')").execute(&pool).await?;
+                sqlx::query("INSERT INTO public.bench_raw (payload) VALUES ('{}')")
+                    .execute(&pool)
+                    .await?;
                 count.fetch_add(1, Ordering::Relaxed);
             }
             anyhow::Ok(())
@@ -314,13 +394,29 @@ async fn raw_inserts(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<f64> {
 }
 
 fn print_table(r: &serde_json::Value) {
-    println!("pgfleet bench ({} jobs, {} slots, PostgreSQL {} via {})",
-        r["jobs"], r["concurrency"], r["postgres_version"].as_str().unwrap_or("?"), r["server"].as_str().unwrap_or("?"));
-    println!("  burn-down        {:>10} jobs/s   ({:.0} % of raw ceiling {} jobs/s)",
-        r["burn_down_jobs_per_sec"], r["burn_down_vs_ceiling"].as_f64().unwrap_or(0.0) * 100.0, r["ceiling_jobs_per_sec"]);
+    println!(
+        "pgfleet bench ({} jobs, {} slots, PostgreSQL {} via {})",
+        r["jobs"],
+        r["concurrency"],
+        r["postgres_version"].as_str().unwrap_or("?"),
+        r["server"].as_str().unwrap_or("?")
+    );
+    println!(
+        "  burn-down        {:>10} jobs/s   ({:.0} % of raw ceiling {} jobs/s)",
+        r["burn_down_jobs_per_sec"],
+        r["burn_down_vs_ceiling"].as_f64().unwrap_or(0.0) * 100.0,
+        r["ceiling_jobs_per_sec"]
+    );
     let l = &r["latency_ms"];
-    println!("  latency @{}/s    p50 {} ms, p95 {} ms, p99 {} ms ({} samples)", l["rate"], l["p50"], l["p95"], l["p99"], l["samples"]);
-    println!("  enqueue (single) {:>10} jobs/s   ({:.0} % of raw single-row INSERT {} /s)",
-        r["enqueue_jobs_per_sec"], r["enqueue_vs_raw_insert"].as_f64().unwrap_or(0.0) * 100.0, r["raw_insert_per_sec"]);
+    println!(
+        "  latency @{}/s    p50 {} ms, p95 {} ms, p99 {} ms ({} samples)",
+        l["rate"], l["p50"], l["p95"], l["p99"], l["samples"]
+    );
+    println!(
+        "  enqueue (single) {:>10} jobs/s   ({:.0} % of raw single-row INSERT {} /s)",
+        r["enqueue_jobs_per_sec"],
+        r["enqueue_vs_raw_insert"].as_f64().unwrap_or(0.0) * 100.0,
+        r["raw_insert_per_sec"]
+    );
     println!("  NOTIFY sent      {:>10}", r["notifications_sent"]);
 }

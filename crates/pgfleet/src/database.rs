@@ -15,7 +15,11 @@ pub const DEFAULT_DATA_DIR: &str = ".pgfleet";
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArgs {
     /// PostgreSQL URL (falls back to DATABASE_URL, then to a running `pgfleet dev`).
-    #[arg(long = "database-url", env = "PGFLEET_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long = "database-url",
+        env = "PGFLEET_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub url: Option<String>,
     /// Connection pool size.
     #[arg(long, env = "PGFLEET_DB_POOL_SIZE", default_value_t = 10)]

@@ -90,7 +90,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         signal_stop.cancel();
     });
     if args.status_every > 0 {
-        tokio::spawn(report(queue.clone(), Duration::from_secs(args.status_every), stop.clone()));
+        tokio::spawn(report(
+            queue.clone(),
+            Duration::from_secs(args.status_every),
+            stop.clone(),
+        ));
     }
     worker.run(stop).await?;
     queue.close().await;
@@ -100,12 +104,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
-        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await?;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await?;
     }
     conn.close().await?;
     Ok(())

@@ -18,10 +18,10 @@ pub struct EnqueueArgs {
     #[arg(long, short, default_value = "default")]
     queue: String,
     /// Priority, 0 (highest) to 9.
-    #[arg(long, default_value_t = pgfleet_queue::job::PRIORITY_DEFAULT)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = pgfleet_queue::job::PRIORITY_DEFAULT)]
     priority: i16,
     /// Attempts before the job is discarded.
-    #[arg(long, default_value_t = pgfleet_queue::job::DEFAULT_MAX_ATTEMPTS)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = pgfleet_queue::job::DEFAULT_MAX_ATTEMPTS)]
     max_attempts: i32,
     /// Partition key (user id, event id...).
     #[arg(long)]
@@ -56,7 +56,11 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
     let queue = Queue::new(pool).await?;
     if args.count <= 1 {
         let e = queue.enqueue(job).await?;
-        let note = if e.duplicate { " (already existed)" } else { "" };
+        let note = if e.duplicate {
+            " (already existed)"
+        } else {
+            ""
+        };
         println!("job {} in partition {}{note}", e.id, e.partition);
     } else {
         let mut done = 0;

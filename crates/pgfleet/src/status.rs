@@ -69,7 +69,13 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             .filter(|l| l.worker_id == w.id)
             .map(|l| l.partition.to_string())
             .collect();
-        println!("{:<40} {:<12} {:>6}  {}", w.id, w.pool, w.concurrency, owned.join(","));
+        println!(
+            "{:<40} {:<12} {:>6}  {}",
+            w.id,
+            w.pool,
+            w.concurrency,
+            owned.join(",")
+        );
     }
     queue.close().await;
     Ok(())

@@ -15,7 +15,12 @@ pub struct WorkerFlags {
     #[arg(long, env = "PGFLEET_POOL", default_value = "default")]
     pub pool: String,
     /// Queues to serve, comma separated.
-    #[arg(long, env = "PGFLEET_QUEUES", value_delimiter = ',', default_value = "default")]
+    #[arg(
+        long,
+        env = "PGFLEET_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     pub queues: Vec<String>,
     /// Concurrent job slots.
     #[arg(long, env = "PGFLEET_CONCURRENCY", default_value_t = 10)]
@@ -23,6 +28,10 @@ pub struct WorkerFlags {
     /// Job lease in seconds; a lost worker's jobs run again within about twice this.
     #[arg(long, env = "PGFLEET_LEASE_SECS", default_value_t = 15)]
     pub lease_secs: u64,
+    /// Seconds before a silent worker's partitions go to the others (with the lease, this
+    /// bounds how soon a lost worker's jobs run again: about max(lease, ttl) + lease / 3).
+    #[arg(long, env = "PGFLEET_OWNERSHIP_TTL_SECS", default_value_t = 10)]
+    pub ownership_ttl_secs: u64,
     /// Seconds in-flight jobs may finish after SIGTERM.
     #[arg(long, env = "PGFLEET_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
@@ -38,6 +47,7 @@ impl WorkerFlags {
         c.concurrency = self.concurrency;
         c.lease = Duration::from_secs(self.lease_secs.max(1));
         c.rescue_interval = (c.lease / 3).max(Duration::from_secs(1));
+        c.ownership_ttl = Duration::from_secs(self.ownership_ttl_secs.max(1));
         c.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
         c.poll_interval = Duration::from_millis(self.poll_ms.max(10));
         c
@@ -62,7 +72,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let pool = crate::database::connect_pool(options.clone(), args.db.pool_size).await?;
     pgfleet_queue::migrate::migrate(&pool, None).await?;
     let queue = Queue::new(pool).await?;
-    let worker = Worker::new(queue.clone(), options, args.worker.config(), Registry::builtin())?;
+    let worker = Worker::new(
+        queue.clone(),
+        options,
+        args.worker.config(),
+        Registry::builtin(),
+    )?;
     let stop = CancellationToken::new();
     let signal_stop = stop.clone();
     tokio::spawn(async move {

@@ -12,8 +12,14 @@ async fn higher_priority_runs_first_then_oldest_first() -> anyhow::Result<()> {
     let low = queue.enqueue(NewJob::new("q", "noop").priority(5)).await?;
     let normal_a = queue.enqueue(NewJob::new("q", "noop")).await?;
     let normal_b = queue.enqueue(NewJob::new("q", "noop")).await?;
-    let urgent = queue.enqueue(NewJob::new("other", "noop").priority(0)).await?;
-    let got: Vec<i64> = claim(&queue, &["q", "other"], 10, "w").await?.iter().map(|j| j.id).collect();
+    let urgent = queue
+        .enqueue(NewJob::new("other", "noop").priority(0))
+        .await?;
+    let got: Vec<i64> = claim(&queue, &["q", "other"], 10, "w")
+        .await?
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(got, vec![urgent.id, normal_a.id, normal_b.id, low.id]);
     Ok(())
 }
@@ -22,7 +28,9 @@ async fn higher_priority_runs_first_then_oldest_first() -> anyhow::Result<()> {
 async fn claim_takes_only_requested_queues_and_partitions_and_sets_a_lease() -> anyhow::Result<()> {
     let (_db, queue) = setup().await?;
     let jobs: Vec<NewJob> = (0..200)
-        .map(|i| NewJob::new(if i % 2 == 0 { "a" } else { "b" }, "noop").partition_key(i.to_string()))
+        .map(|i| {
+            NewJob::new(if i % 2 == 0 { "a" } else { "b" }, "noop").partition_key(i.to_string())
+        })
         .collect();
     queue.enqueue_many(&jobs).await?;
     let queues = vec!["a".to_string()];
@@ -86,10 +94,16 @@ async fn paused_queues_are_not_claimed_until_resumed() -> anyhow::Result<()> {
     queue.pause_queue("mail").await?;
     assert_eq!(queue.paused_queues().await?, vec!["mail".to_string()]);
     let got = claim(&queue, &["mail", "push"], 10, "w").await?;
-    assert_eq!(got.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>(), vec!["push"]);
+    assert_eq!(
+        got.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>(),
+        vec!["push"]
+    );
     queue.resume_queue("mail").await?;
     let got = claim(&queue, &["mail", "push"], 10, "w").await?;
-    assert_eq!(got.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>(), vec!["mail"]);
+    assert_eq!(
+        got.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>(),
+        vec!["mail"]
+    );
     let stats = queue.stats().await?;
     assert!(stats.iter().all(|s| !s.paused));
     Ok(())
@@ -100,11 +114,15 @@ async fn paused_queues_are_not_claimed_until_resumed() -> anyhow::Result<()> {
 #[tokio::test]
 async fn claim_is_served_by_the_claim_index() -> anyhow::Result<()> {
     let (db, queue) = setup().await?;
-    let jobs: Vec<NewJob> = (0..20_000).map(|i| NewJob::new(if i % 10 == 0 { "b" } else { "a" }, "noop")).collect();
+    let jobs: Vec<NewJob> = (0..20_000)
+        .map(|i| NewJob::new(if i % 10 == 0 { "b" } else { "a" }, "noop"))
+        .collect();
     for chunk in jobs.chunks(10_000) {
         queue.enqueue_many(chunk).await?;
     }
-    sqlx::query("ANALYZE pgfleet.jobs").execute(&db.pool).await?;
+    sqlx::query("ANALYZE pgfleet.jobs")
+        .execute(&db.pool)
+        .await?;
     let sql = format!("EXPLAIN (COSTS OFF) {CLAIM_SQL}");
     let plan: Vec<String> = sqlx::query_scalar(&sql)
         .bind(vec!["a".to_string(), "b".to_string()])

@@ -11,7 +11,11 @@ use crate::{claim, count, setup};
 async fn enqueue_one_and_many_in_one_statement() -> anyhow::Result<()> {
     let (db, queue) = setup().await?;
     let one = queue
-        .enqueue(NewJob::new("default", "noop").payload(json!({"a": 1})).partition_key("user-1"))
+        .enqueue(
+            NewJob::new("default", "noop")
+                .payload(json!({"a": 1}))
+                .partition_key("user-1"),
+        )
         .await?;
     assert_eq!(one.partition, queue.partitions().of_key("user-1"));
     let many: Vec<NewJob> = (0..5000)
@@ -29,15 +33,24 @@ async fn enqueue_one_and_many_in_one_statement() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn enqueue_inside_a_callers_transaction_commits_or_rolls_back_with_it() -> anyhow::Result<()> {
+async fn enqueue_inside_a_callers_transaction_commits_or_rolls_back_with_it() -> anyhow::Result<()>
+{
     let (db, queue) = setup().await?;
     let mut tx = db.pool.begin().await?;
-    let (out, _wakeups) = queue.enqueue_in(&mut tx, &[NewJob::new("q", "noop")]).await?;
+    let (out, _wakeups) = queue
+        .enqueue_in(&mut tx, &[NewJob::new("q", "noop")])
+        .await?;
     tx.rollback().await?;
     assert!(queue.get_job(out[0].id).await.is_err());
     let mut tx = db.pool.begin().await?;
-    let (out, wakeups) = queue.enqueue_in(&mut tx, &[NewJob::new("q", "noop")]).await?;
-    assert_eq!(count(&db, "pgfleet.jobs").await?, 0, "invisible before commit");
+    let (out, wakeups) = queue
+        .enqueue_in(&mut tx, &[NewJob::new("q", "noop")])
+        .await?;
+    assert_eq!(
+        count(&db, "pgfleet.jobs").await?,
+        0,
+        "invisible before commit"
+    );
     tx.commit().await?;
     queue.wake(wakeups);
     assert_eq!(queue.get_job(out[0].id).await?.state, JobState::Available);
@@ -54,7 +67,9 @@ async fn unique_keys_make_enqueue_idempotent_even_after_completion() -> anyhow::
     assert!(again.duplicate);
     assert_eq!(again.id, first.id);
     // Duplicates inside one batch share the job.
-    let batch = queue.enqueue_many(&[job(), NewJob::new("q", "noop").unique_key("evt_9"), job()]).await?;
+    let batch = queue
+        .enqueue_many(&[job(), NewJob::new("q", "noop").unique_key("evt_9"), job()])
+        .await?;
     assert_eq!(batch[0].id, first.id);
     assert_eq!(batch[2].id, first.id);
     assert!(!batch[1].duplicate);
@@ -62,7 +77,13 @@ async fn unique_keys_make_enqueue_idempotent_even_after_completion() -> anyhow::
     let claimed = claim(&queue, &["q"], 10, "w").await?;
     let done: Vec<_> = claimed
         .iter()
-        .map(|j| pgfleet_queue::finalize::Finished::new(j.id, j.attempt, pgfleet_queue::finalize::Outcome::Completed))
+        .map(|j| {
+            pgfleet_queue::finalize::Finished::new(
+                j.id,
+                j.attempt,
+                pgfleet_queue::finalize::Outcome::Completed,
+            )
+        })
         .collect();
     queue.finalize("w", &done).await?;
     let after = queue.enqueue(job()).await?;
@@ -73,7 +94,9 @@ async fn unique_keys_make_enqueue_idempotent_even_after_completion() -> anyhow::
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let q = queue.clone();
-        tasks.push(tokio::spawn(async move { q.enqueue(NewJob::new("q", "noop").unique_key("race")).await }));
+        tasks.push(tokio::spawn(async move {
+            q.enqueue(NewJob::new("q", "noop").unique_key("race")).await
+        }));
     }
     let mut ids = Vec::new();
     for t in tasks {
@@ -92,14 +115,42 @@ async fn bad_input_is_a_typed_error_and_nothing_is_written() -> anyhow::Result<(
         other => panic!("expected Invalid, got {other}"),
     };
     // One bad job in a batch rejects the whole batch.
-    let batch = vec![NewJob::new("q", "noop"), NewJob::new("q", "noop").max_attempts(-1)];
-    assert_eq!(field(queue.enqueue_many(&batch).await.unwrap_err()), "max_attempts");
-    assert_eq!(field(NewJob::new("q", "noop").payload_json("{oops").unwrap_err()), "payload");
-    assert_eq!(field(queue.enqueue(NewJob::new("no spaces", "noop")).await.unwrap_err()), "queue");
-    assert_eq!(field(queue.enqueue(NewJob::new("q", "noop").priority(-1)).await.unwrap_err()), "priority");
+    let batch = vec![
+        NewJob::new("q", "noop"),
+        NewJob::new("q", "noop").max_attempts(-1),
+    ];
+    assert_eq!(
+        field(queue.enqueue_many(&batch).await.unwrap_err()),
+        "max_attempts"
+    );
+    assert_eq!(
+        field(NewJob::new("q", "noop").payload_json("{oops").unwrap_err()),
+        "payload"
+    );
+    assert_eq!(
+        field(
+            queue
+                .enqueue(NewJob::new("no spaces", "noop"))
+                .await
+                .unwrap_err()
+        ),
+        "queue"
+    );
+    assert_eq!(
+        field(
+            queue
+                .enqueue(NewJob::new("q", "noop").priority(-1))
+                .await
+                .unwrap_err()
+        ),
+        "priority"
+    );
     assert_eq!(field("stuck".parse::<JobState>().unwrap_err()), "state");
     let too_big = "x".repeat(8000);
-    assert_eq!(field(notify(&db.pool, "c", &too_big).await.unwrap_err()), "payload");
+    assert_eq!(
+        field(notify(&db.pool, "c", &too_big).await.unwrap_err()),
+        "payload"
+    );
     assert_eq!(count(&db, "pgfleet.jobs").await?, 0);
     assert_eq!(count(&db, "pgfleet.queues").await?, 0);
     Ok(())
@@ -111,7 +162,9 @@ async fn ten_thousand_jobs_over_sixteen_partitions_send_at_most_sixteen_notifica
     let (db, queue) = setup().await?;
     let mut listener = PgListener::connect(&db.url).await?;
     let channels: Vec<String> = (0..16).map(pgfleet_queue::partition::channel).collect();
-    listener.listen_all(channels.iter().map(String::as_str)).await?;
+    listener
+        .listen_all(channels.iter().map(String::as_str))
+        .await?;
     let jobs: Vec<NewJob> = (0..10_000)
         .map(|i| NewJob::new("q", "noop").partition_key(format!("user-{i}")))
         .collect();
@@ -123,7 +176,14 @@ async fn ten_thousand_jobs_over_sixteen_partitions_send_at_most_sixteen_notifica
         received += 1;
     }
     assert!((1..=16).contains(&received), "got {received} notifications");
-    assert_eq!(queue.notifier().stats().notifications_sent.load(std::sync::atomic::Ordering::Relaxed), received);
+    assert_eq!(
+        queue
+            .notifier()
+            .stats()
+            .notifications_sent
+            .load(std::sync::atomic::Ordering::Relaxed),
+        received
+    );
     Ok(())
 }
 

@@ -6,7 +6,10 @@ use pgfleet_testkit::TestDb;
 async fn concurrent_migrations_are_safe_and_idempotent() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     assert!(!is_up_to_date(&db.pool).await?);
-    assert!(matches!(installed_partitions(&db.pool).await, Err(QueueError::NotMigrated)));
+    assert!(matches!(
+        installed_partitions(&db.pool).await,
+        Err(QueueError::NotMigrated)
+    ));
     let mut runs = Vec::new();
     for _ in 0..6 {
         let pool = db.new_pool(2).await?;
@@ -22,7 +25,10 @@ async fn concurrent_migrations_are_safe_and_idempotent() -> anyhow::Result<()> {
         sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
             .fetch_one(&db.pool)
             .await?;
-    assert!(!in_public, "sqlx bookkeeping must not collide with the app's own migrations");
+    assert!(
+        !in_public,
+        "sqlx bookkeeping must not collide with the app's own migrations"
+    );
     Ok(())
 }
 
@@ -33,7 +39,13 @@ async fn partition_count_is_fixed_at_install() -> anyhow::Result<()> {
     assert_eq!(migrate(&db.pool, None).await?.get(), 8);
     let err = migrate(&db.pool, Some(32)).await.unwrap_err();
     assert!(
-        matches!(err, QueueError::PartitionCountMismatch { installed: 8, requested: 32 }),
+        matches!(
+            err,
+            QueueError::PartitionCountMismatch {
+                installed: 8,
+                requested: 32
+            }
+        ),
         "{err}"
     );
     assert!(migrate(&db.pool, Some(0)).await.is_err());

@@ -8,10 +8,19 @@ use pgfleet_testkit::eventually;
 use crate::setup;
 
 fn worker(id: &str) -> WorkerInfo {
-    WorkerInfo { id: id.into(), pool: "pool-a".into(), queues: vec!["q".into()], concurrency: 4 }
+    WorkerInfo {
+        id: id.into(),
+        pool: "pool-a".into(),
+        queues: vec!["q".into()],
+        concurrency: 4,
+    }
 }
 
-async fn converge(queue: &Queue, workers: &[WorkerInfo], ttl: Duration) -> anyhow::Result<Vec<Vec<i16>>> {
+async fn converge(
+    queue: &Queue,
+    workers: &[WorkerInfo],
+    ttl: Duration,
+) -> anyhow::Result<Vec<Vec<i16>>> {
     let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
     let want: Vec<Vec<i16>> = ids
         .iter()
@@ -28,7 +37,8 @@ async fn converge(queue: &Queue, workers: &[WorkerInfo], ttl: Duration) -> anyho
 }
 
 #[tokio::test]
-async fn three_workers_own_disjoint_covering_sets_and_take_over_when_one_dies() -> anyhow::Result<()> {
+async fn three_workers_own_disjoint_covering_sets_and_take_over_when_one_dies() -> anyhow::Result<()>
+{
     let (_db, queue) = setup().await?;
     let ttl = Duration::from_millis(1500);
     let ws = vec![worker("w-a"), worker("w-b"), worker("w-c")];
@@ -49,7 +59,9 @@ async fn three_workers_own_disjoint_covering_sets_and_take_over_when_one_dies() 
     assert_eq!(total, 16);
     let leases = queue.partition_leases(Some("pool-a")).await?;
     assert!(leases.iter().all(|l| l.worker_id != "w-c"));
-    assert!(dead.iter().all(|p| leases.iter().any(|l| l.partition == *p)));
+    assert!(dead
+        .iter()
+        .all(|p| leases.iter().any(|l| l.partition == *p)));
     // A graceful stop hands partitions over at once.
     queue.deregister("w-b").await?;
     let sets = converge(&queue, &ws[..1], ttl).await?;

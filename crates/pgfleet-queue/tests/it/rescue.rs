@@ -9,11 +9,20 @@ use crate::setup;
 async fn expired_leases_are_rescued_once_and_in_the_right_state() -> anyhow::Result<()> {
     let (_db, queue) = setup().await?;
     let a = queue.enqueue(NewJob::new("q", "noop")).await?.id;
-    let last = queue.enqueue(NewJob::new("q", "noop").max_attempts(1)).await?.id;
+    let last = queue
+        .enqueue(NewJob::new("q", "noop").max_attempts(1))
+        .await?
+        .id;
     let cancelled = queue.enqueue(NewJob::new("q", "noop")).await?.id;
     let queues = vec!["q".to_string()];
     let claimed = queue
-        .claim(&ClaimRequest { queues: &queues, partitions: None, limit: 10, worker_id: "ghost", lease: Duration::from_millis(300) })
+        .claim(&ClaimRequest {
+            queues: &queues,
+            partitions: None,
+            limit: 10,
+            worker_id: "ghost",
+            lease: Duration::from_millis(300),
+        })
         .await?;
     assert_eq!(claimed.len(), 3);
     queue.cancel_job(cancelled).await?;
@@ -31,9 +40,18 @@ async fn expired_leases_are_rescued_once_and_in_the_right_state() -> anyhow::Res
     // Runnable at once, and a second pass finds nothing.
     assert_eq!(queue.rescue_expired(100).await?.requeued, 0);
     let again = queue
-        .claim(&ClaimRequest { queues: &queues, partitions: None, limit: 10, worker_id: "w2", lease: Duration::from_secs(30) })
+        .claim(&ClaimRequest {
+            queues: &queues,
+            partitions: None,
+            limit: 10,
+            worker_id: "w2",
+            lease: Duration::from_secs(30),
+        })
         .await?;
-    assert_eq!(again.iter().map(|j| (j.id, j.attempt)).collect::<Vec<_>>(), vec![(a, 2)]);
+    assert_eq!(
+        again.iter().map(|j| (j.id, j.attempt)).collect::<Vec<_>>(),
+        vec![(a, 2)]
+    );
     Ok(())
 }
 

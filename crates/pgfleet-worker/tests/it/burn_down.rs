@@ -26,12 +26,17 @@ async fn four_workers_burn_down_twenty_thousand_jobs_with_failures() -> anyhow::
     let (db, queue) = setup().await?;
     let mut rng = rand::thread_rng();
     let jobs: Vec<NewJob> = (0..20_000)
-        .map(|i| NewJob::new("burn", "track").payload(json!({"i": i, "fail_once": rng.gen_bool(0.1)})))
+        .map(|i| {
+            NewJob::new("burn", "track").payload(json!({"i": i, "fail_once": rng.gen_bool(0.1)}))
+        })
         .collect();
     for chunk in jobs.chunks(5000) {
         queue.enqueue_many(chunk).await?;
     }
-    let failing = jobs.iter().filter(|j| j.payload["fail_once"] == true).count() as i64;
+    let failing = jobs
+        .iter()
+        .filter(|j| j.payload["fail_once"] == true)
+        .count() as i64;
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut workers = Vec::new();
@@ -65,19 +70,32 @@ async fn four_workers_burn_down_twenty_thousand_jobs_with_failures() -> anyhow::
         config.lease = Duration::from_secs(30);
         workers.push(start(&db, config, registry).await?);
     }
-    eventually("20,000 jobs completed", Duration::from_secs(120), || async {
-        Ok((finished(&db, "completed").await? == 20_000).then_some(()))
-    })
+    eventually(
+        "20,000 jobs completed",
+        Duration::from_secs(120),
+        || async { Ok((finished(&db, "completed").await? == 20_000).then_some(())) },
+    )
     .await?;
     for w in workers {
         w.stop().await?;
     }
-    let l = ledger.lock().unwrap();
-    assert!(l.overlaps.is_empty(), "jobs held twice at once: {:?}", &l.overlaps[..l.overlaps.len().min(10)]);
-    assert_eq!(l.successes.len(), 20_000, "every job succeeded");
-    assert!(l.successes.values().all(|&n| n == 1), "each succeeded exactly once");
-    assert_eq!(l.failures.len() as i64, failing);
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs").fetch_one(&db.pool).await?;
+    {
+        let l = ledger.lock().unwrap();
+        assert!(
+            l.overlaps.is_empty(),
+            "jobs held twice at once: {:?}",
+            &l.overlaps[..l.overlaps.len().min(10)]
+        );
+        assert_eq!(l.successes.len(), 20_000, "every job succeeded");
+        assert!(
+            l.successes.values().all(|&n| n == 1),
+            "each succeeded exactly once"
+        );
+        assert_eq!(l.failures.len() as i64, failing);
+    }
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs")
+        .fetch_one(&db.pool)
+        .await?;
     assert_eq!(left, 0, "nothing left behind");
     // Failed jobs ran their second attempt only after the backoff (200 ms ± 10 %).
     let early: i64 = sqlx::query_scalar(
@@ -87,9 +105,10 @@ async fn four_workers_burn_down_twenty_thousand_jobs_with_failures() -> anyhow::
     )
     .fetch_one(&db.pool)
     .await?;
-    let retried: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs_finished WHERE attempt = 2")
-        .fetch_one(&db.pool)
-        .await?;
+    let retried: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs_finished WHERE attempt = 2")
+            .fetch_one(&db.pool)
+            .await?;
     assert_eq!(retried, failing);
     assert_eq!(early, 0, "a retry ran before its backoff");
     Ok(())

@@ -22,15 +22,23 @@ async fn jobs_of_a_vanished_worker_are_rescued_and_completed() -> anyhow::Result
     let ghost = pgfleet_queue::Queue::new(ghost_pool.clone()).await?;
     let queues = vec!["q".to_string()];
     let taken = ghost
-        .claim(&ClaimRequest { queues: &queues, partitions: None, limit: 100, worker_id: "ghost", lease: config.lease })
+        .claim(&ClaimRequest {
+            queues: &queues,
+            partitions: None,
+            limit: 100,
+            worker_id: "ghost",
+            lease: config.lease,
+        })
         .await?;
     assert_eq!(taken.len(), 25);
     ghost_pool.close().await;
     let started = tokio::time::Instant::now();
     let w = start(&db, config.clone(), Registry::builtin()).await?;
-    eventually("rescued jobs completed", Duration::from_secs(15), || async {
-        Ok((finished(&db, "completed").await? == 25).then_some(()))
-    })
+    eventually(
+        "rescued jobs completed",
+        Duration::from_secs(15),
+        || async { Ok((finished(&db, "completed").await? == 25).then_some(())) },
+    )
     .await?;
     let took = started.elapsed();
     let budget = config.lease + config.rescue_interval + Duration::from_secs(2);
@@ -63,9 +71,11 @@ async fn worker_survives_its_listener_backend_being_killed() -> anyhow::Result<(
     assert_eq!(killed, 1);
     let jobs: Vec<NewJob> = (0..10).map(|_| NewJob::new("q", "noop")).collect();
     queue.enqueue_many(&jobs).await?;
-    eventually("jobs enqueued during the outage are worked", Duration::from_secs(10), || async {
-        Ok((finished(&db, "completed").await? == 11).then_some(()))
-    })
+    eventually(
+        "jobs enqueued during the outage are worked",
+        Duration::from_secs(10),
+        || async { Ok((finished(&db, "completed").await? == 11).then_some(())) },
+    )
     .await?;
     let reconnected: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgfleet-listener' AND datname = current_database()",
@@ -82,9 +92,15 @@ async fn pausing_stops_claims_within_a_second_and_resuming_restarts_them() -> an
     let w = start(&db, fast_config(&["q"]), Registry::builtin()).await?;
     queue.pause_queue("q").await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    queue.enqueue_many(&(0..5).map(|_| NewJob::new("q", "noop")).collect::<Vec<_>>()).await?;
+    queue
+        .enqueue_many(&(0..5).map(|_| NewJob::new("q", "noop")).collect::<Vec<_>>())
+        .await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(finished(&db, "completed").await?, 0, "nothing runs while paused");
+    assert_eq!(
+        finished(&db, "completed").await?,
+        0,
+        "nothing runs while paused"
+    );
     queue.resume_queue("q").await?;
     eventually("resumed", Duration::from_secs(5), || async {
         Ok((finished(&db, "completed").await? == 5).then_some(()))
@@ -103,26 +119,51 @@ async fn panics_timeouts_and_permanent_errors_fail_the_job_not_the_worker() -> a
         Ok(())
     });
     let w = start(&db, fast_config(&["q"]), registry).await?;
-    let panics = queue.enqueue(NewJob::new("q", "explode").max_attempts(1)).await?.id;
-    let slow = queue.enqueue(NewJob::new("q", "slow").max_attempts(1)).await?.id;
-    let permanent = queue
-        .enqueue(NewJob::new("q", "fail").payload(json!({"permanent": true, "message": "bad card"})))
+    let panics = queue
+        .enqueue(NewJob::new("q", "explode").max_attempts(1))
         .await?
         .id;
-    let unknown = queue.enqueue(NewJob::new("q", "nobody-handles-this").max_attempts(1)).await?.id;
+    let slow = queue
+        .enqueue(NewJob::new("q", "slow").max_attempts(1))
+        .await?
+        .id;
+    let permanent = queue
+        .enqueue(
+            NewJob::new("q", "fail").payload(json!({"permanent": true, "message": "bad card"})),
+        )
+        .await?
+        .id;
+    let unknown = queue
+        .enqueue(NewJob::new("q", "nobody-handles-this").max_attempts(1))
+        .await?
+        .id;
     let ok = queue.enqueue(NewJob::new("q", "noop")).await?.id;
     eventually("all finished", Duration::from_secs(10), || async {
-        Ok((finished(&db, "discarded").await? == 4 && finished(&db, "completed").await? == 1).then_some(()))
+        Ok(
+            (finished(&db, "discarded").await? == 4 && finished(&db, "completed").await? == 1)
+                .then_some(()),
+        )
     })
     .await?;
     let err = |id| {
         let q = queue.clone();
-        async move { anyhow::Ok(q.get_job(id).await?.errors[0]["error"].as_str().unwrap_or("").to_owned()) }
+        async move {
+            anyhow::Ok(
+                q.get_job(id).await?.errors[0]["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        }
     };
     assert!(err(panics).await?.contains("panicked: kaboom"));
     assert!(err(slow).await?.contains("timed out"));
     assert_eq!(err(permanent).await?, "bad card");
-    assert_eq!(queue.get_job(permanent).await?.attempt, 1, "permanent errors are not retried");
+    assert_eq!(
+        queue.get_job(permanent).await?.attempt,
+        1,
+        "permanent errors are not retried"
+    );
     assert!(err(unknown).await?.contains("no handler registered"));
     assert_eq!(queue.get_job(ok).await?.state, JobState::Completed);
     assert_eq!(w.stats.panicked.load(Ordering::Relaxed), 1);
@@ -133,7 +174,10 @@ async fn panics_timeouts_and_permanent_errors_fail_the_job_not_the_worker() -> a
 async fn cancelling_a_running_job_stops_its_handler() -> anyhow::Result<()> {
     let (db, queue) = setup().await?;
     let w = start(&db, fast_config(&["q"]), Registry::builtin()).await?;
-    let id = queue.enqueue(NewJob::new("q", "sleep").payload(json!({"ms": 60_000}))).await?.id;
+    let id = queue
+        .enqueue(NewJob::new("q", "sleep").payload(json!({"ms": 60_000})))
+        .await?
+        .id;
     eventually("running", Duration::from_secs(5), || async {
         Ok((queue.get_job(id).await?.state == JobState::Running).then_some(()))
     })
@@ -155,8 +199,18 @@ async fn graceful_shutdown_finishes_or_releases_in_flight_jobs() -> anyhow::Resu
     let mut config = fast_config(&["q"]);
     config.shutdown_grace = Duration::from_millis(500);
     let w = start(&db, config, Registry::builtin()).await?;
-    let short = queue.enqueue(NewJob::new("q", "sleep").payload(json!({"ms": 200}))).await?.id;
-    let long = queue.enqueue(NewJob::new("q", "sleep").payload(json!({"ms": 60_000})).max_attempts(1)).await?.id;
+    let short = queue
+        .enqueue(NewJob::new("q", "sleep").payload(json!({"ms": 200})))
+        .await?
+        .id;
+    let long = queue
+        .enqueue(
+            NewJob::new("q", "sleep")
+                .payload(json!({"ms": 60_000}))
+                .max_attempts(1),
+        )
+        .await?
+        .id;
     eventually("both running", Duration::from_secs(5), || async {
         let a = queue.get_job(short).await?.state == JobState::Running;
         let b = queue.get_job(long).await?.state == JobState::Running;
@@ -167,7 +221,10 @@ async fn graceful_shutdown_finishes_or_releases_in_flight_jobs() -> anyhow::Resu
     assert_eq!(queue.get_job(short).await?.state, JobState::Completed);
     let released = queue.get_job(long).await?;
     assert_eq!(released.state, JobState::Available, "released, not failed");
-    assert!(released.max_attempts > released.attempt, "the attempt was not spent");
+    assert!(
+        released.max_attempts > released.attempt,
+        "the attempt was not spent"
+    );
     assert!(queue.workers(None).await?.is_empty(), "deregistered");
     assert!(queue.partition_leases(None).await?.is_empty());
     Ok(())

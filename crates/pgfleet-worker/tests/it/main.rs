@@ -28,7 +28,11 @@ pub fn fast_config(queues: &[&str]) -> WorkerConfig {
     c.lease = Duration::from_secs(2);
     c.rescue_interval = Duration::from_millis(200);
     c.ownership_ttl = Duration::from_millis(1500);
-    c.backoff = Backoff { base: Duration::from_millis(200), max: Duration::from_secs(1), jitter: 0.1 };
+    c.backoff = Backoff {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(1),
+        jitter: 0.1,
+    };
     c.shutdown_grace = Duration::from_secs(5);
     c
 }
@@ -48,7 +52,11 @@ impl Running {
     }
 }
 
-pub async fn start(db: &TestDb, config: WorkerConfig, registry: Registry) -> anyhow::Result<Running> {
+pub async fn start(
+    db: &TestDb,
+    config: WorkerConfig,
+    registry: Registry,
+) -> anyhow::Result<Running> {
     let pool = db.new_pool(5).await?;
     let queue = Queue::new(pool).await?;
     let worker = Worker::new(queue, db.options.clone(), config, registry)?;
@@ -60,8 +68,10 @@ pub async fn start(db: &TestDb, config: WorkerConfig, registry: Registry) -> any
 
 /// Finished jobs by state.
 pub async fn finished(db: &TestDb, state: &str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs_finished WHERE state::text = $1")
-        .bind(state)
-        .fetch_one(&db.pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs_finished WHERE state::text = $1")
+            .bind(state)
+            .fetch_one(&db.pool)
+            .await?,
+    )
 }

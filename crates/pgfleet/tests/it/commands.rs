@@ -1,0 +1,137 @@
+use pgfleet_testkit::TestDb;
+use serde_json::Value;
+
+use crate::{pgfleet, stderr, stdout};
+
+#[tokio::test]
+async fn migrate_enqueue_and_status() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let out = pgfleet(&db.url, &["migrate", "--partitions", "8"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("8 partitions"));
+    let out = pgfleet(
+        &db.url,
+        &["enqueue", "noop", "--count", "50", "--queue", "mail"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = pgfleet(
+        &db.url,
+        &[
+            "enqueue",
+            "sleep",
+            "--payload",
+            r#"{"ms": 5}"#,
+            "--unique-key",
+            "k1",
+        ],
+    );
+    assert!(stdout(&out).starts_with("job "), "{}", stdout(&out));
+    let again = pgfleet(&db.url, &["enqueue", "sleep", "--unique-key", "k1"]);
+    assert!(
+        stdout(&again).contains("already existed"),
+        "{}",
+        stdout(&again)
+    );
+    let status = pgfleet(&db.url, &["status", "--json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let v: Value = serde_json::from_str(&stdout(&status))?;
+    let mail = v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "mail")
+        .unwrap();
+    assert_eq!(mail["total"]["available"], 50);
+    let table = pgfleet(&db.url, &["status"]);
+    assert!(stdout(&table).contains("mail"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_error_and_writes_nothing() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    assert!(pgfleet(&db.url, &["migrate"]).status.success());
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["enqueue", "noop", "--payload", "{oops"],
+            "invalid payload",
+        ),
+        (
+            &["enqueue", "noop", "--max-attempts", "-2"],
+            "invalid max_attempts",
+        ),
+        (
+            &["enqueue", "noop", "--queue", "has space"],
+            "invalid queue",
+        ),
+        (&["enqueue", "noop", "--priority", "12"], "invalid priority"),
+    ];
+    for (args, expected) in cases {
+        let out = pgfleet(&db.url, args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"));
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(n, 0);
+    let unreachable = pgfleet("postgres://postgres@127.0.0.1:1/none", &["status"]);
+    assert!(!unreachable.status.success());
+    assert!(
+        stderr(&unreachable).contains("cannot connect to PostgreSQL"),
+        "{}",
+        stderr(&unreachable)
+    );
+    Ok(())
+}
+
+/// The benchmark runs end to end and reports every number it promises (speed itself is
+/// judged from `pgfleet bench` runs, not here).
+#[tokio::test]
+async fn bench_reports_every_number_with_its_baseline() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let out = pgfleet(
+        &db.url,
+        &[
+            "bench",
+            "--jobs",
+            "3000",
+            "--concurrency",
+            "100",
+            "--latency-rate",
+            "100",
+            "--latency-secs",
+            "1",
+            "--enqueue-secs",
+            "1",
+            "--enqueue-callers",
+            "2",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim())?;
+    for key in [
+        "burn_down_jobs_per_sec",
+        "ceiling_jobs_per_sec",
+        "enqueue_jobs_per_sec",
+        "raw_insert_per_sec",
+    ] {
+        assert!(v[key].as_f64().unwrap_or(0.0) > 0.0, "{key} in {v}");
+    }
+    for p in ["p50", "p95", "p99"] {
+        assert!(
+            v["latency_ms"][p].as_f64().unwrap_or(0.0) > 0.0,
+            "{p} in {v}"
+        );
+    }
+    assert_eq!(v["latency_ms"]["samples"], 100);
+    assert!(v["notifications_sent"].as_u64().unwrap_or(0) > 0);
+    assert!(stderr(&out).contains("[bench]"), "progress goes to stderr");
+    Ok(())
+}

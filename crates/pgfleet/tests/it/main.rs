@@ -1,0 +1,76 @@
+//! End-to-end tests of the `pgfleet` binary: real processes, real signals, real PostgreSQL.
+#![allow(missing_docs)]
+
+mod commands;
+mod dev;
+mod processes;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pgfleet");
+
+/// Runs `pgfleet <args>` to completion.
+pub fn pgfleet(url: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("PGFLEET_DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run pgfleet")
+}
+
+/// Starts `pgfleet <args>` in the background (stderr to `log`).
+pub fn spawn(url: Option<&str>, args: &[&str], log: &Path, env: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("PGFLEET_DATABASE_URL")
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(
+            std::fs::File::create(log.with_extension("out")).unwrap(),
+        ))
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
+    if let Some(u) = url {
+        c.env("PGFLEET_DATABASE_URL", u);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().expect("spawn pgfleet")
+}
+
+/// Sends a signal with kill(1).
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+/// Waits for a child to exit, failing after `timeout`.
+pub async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
