@@ -1,5 +1,5 @@
 //! Integration tests of the queue library against a real PostgreSQL server.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 //! Every test owns a fresh database (see pgfleet-testkit).
 
 mod admin;

@@ -1,5 +1,5 @@
 //! Integration tests of the worker runtime against a real PostgreSQL server.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod burn_down;
 mod lifecycle;

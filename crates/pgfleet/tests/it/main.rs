@@ -1,5 +1,5 @@
 //! End-to-end tests of the `pgfleet` binary: real processes, real signals, real PostgreSQL.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod commands;
 mod dev;
@@ -21,8 +21,21 @@ pub fn pgfleet(url: &str, args: &[&str]) -> Output {
         .expect("run pgfleet")
 }
 
+/// A child process that is killed and reaped when dropped, so a failing test never leaves a
+/// pgfleet process behind.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `pgfleet <args>` in the background (stderr to `log`).
-pub fn spawn(url: Option<&str>, args: &[&str], log: &Path, env: &[(&str, &str)]) -> Child {
+pub fn spawn(url: Option<&str>, args: &[&str], log: &Path, env: &[(&str, &str)]) -> Proc {
     let mut c = Command::new(BIN);
     c.args(args)
         .env_remove("DATABASE_URL")
@@ -39,13 +52,13 @@ pub fn spawn(url: Option<&str>, args: &[&str], log: &Path, env: &[(&str, &str)])
     for (k, v) in env {
         c.env(k, v);
     }
-    c.spawn().expect("spawn pgfleet")
+    Proc(c.spawn().expect("spawn pgfleet"))
 }
 
 /// Sends a signal with kill(1).
-pub fn signal(child: &Child, sig: &str) {
+pub fn signal(child: &Proc, sig: &str) {
     let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
+        .args([&format!("-{sig}"), &child.0.id().to_string()])
         .status()
         .expect("kill")
         .success();
@@ -53,14 +66,13 @@ pub fn signal(child: &Child, sig: &str) {
 }
 
 /// Waits for a child to exit, failing after `timeout`.
-pub async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+pub async fn wait_exit(child: &mut Proc, timeout: Duration) -> std::process::ExitStatus {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
             return status;
         }
         if tokio::time::Instant::now() > deadline {
-            let _ = child.kill();
             panic!("process did not exit within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
