@@ -124,6 +124,17 @@ impl TestDb {
     }
 }
 
+/// A fresh database with the pgfleet schema installed (16 partitions) and a queue on it.
+///
+/// # Errors
+/// When no server can be reached or the migrations fail.
+pub async fn migrated() -> Result<(TestDb, pgfleet_queue::Queue)> {
+    let db = TestDb::new().await?;
+    pgfleet_queue::migrate::migrate(&db.pool, None).await?;
+    let queue = pgfleet_queue::Queue::new(db.pool.clone()).await?;
+    Ok((db, queue))
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout`.
 ///
 /// # Errors

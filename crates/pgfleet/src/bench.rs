@@ -346,16 +346,21 @@ async fn latency(
     Ok([pct(0.50), pct(0.95), pct(0.99), s.len() as f64])
 }
 
-async fn enqueue_rate(queue: &Queue, args: &BenchArgs) -> anyhow::Result<f64> {
+/// Runs `call` in a loop on `callers` concurrent tasks for `secs` seconds; returns calls/s.
+async fn calls_per_sec<F, Fut>(callers: usize, secs: u64, call: F) -> anyhow::Result<f64>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let count = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(args.enqueue_secs);
+    let until = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.enqueue_callers {
-        let (queue, count) = (queue.clone(), count.clone());
+    for _ in 0..callers {
+        let (call, count) = (call.clone(), count.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < until {
-                queue.enqueue(NewJob::new("enqueue", "noop")).await?;
+                call().await?;
                 count.fetch_add(1, Ordering::Relaxed);
             }
             anyhow::Ok(())
@@ -367,30 +372,35 @@ async fn enqueue_rate(queue: &Queue, args: &BenchArgs) -> anyhow::Result<f64> {
     Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
+async fn enqueue_rate(queue: &Queue, args: &BenchArgs) -> anyhow::Result<f64> {
+    let queue = queue.clone();
+    calls_per_sec(args.enqueue_callers, args.enqueue_secs, move || {
+        let queue = queue.clone();
+        async move {
+            queue.enqueue(NewJob::new("enqueue", "noop")).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 async fn raw_inserts(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<f64> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS public.bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL)")
-        .execute(pool)
-        .await?;
-    let count = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(args.enqueue_secs);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..args.enqueue_callers {
-        let (pool, count) = (pool.clone(), count.clone());
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < until {
-                sqlx::query("INSERT INTO public.bench_raw (payload) VALUES ('{}')")
-                    .execute(&pool)
-                    .await?;
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS public.bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let pool = pool.clone();
+    calls_per_sec(args.enqueue_callers, args.enqueue_secs, move || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("INSERT INTO public.bench_raw (payload) VALUES ('{}')")
+                .execute(&pool)
+                .await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 fn print_table(r: &serde_json::Value) {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Context;
 use pgfleet_pgembed::{Cluster, EmbedConfig};
 use pgfleet_queue::Queue;
-use pgfleet_worker::{Registry, Worker};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -72,23 +71,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let url_file = args.data_dir.join("database-url");
     std::fs::write(&url_file, &url)?;
     let queue = Queue::new(pool).await?;
-    let worker = Worker::new(
-        queue.clone(),
-        options,
-        args.worker.config(),
-        Registry::builtin(),
-    )?;
+    let worker = args.worker.build(&queue, options)?;
     println!("pgfleet dev is running ({} partitions)", partitions.get());
     println!("  database:  {url}");
     println!("  enqueue:   pgfleet enqueue sleep --payload '{{\"ms\": 50}}' --count 1000");
     println!("  status:    pgfleet status");
     println!("  stop:      Ctrl-C");
-    let stop = CancellationToken::new();
-    let signal_stop = stop.clone();
-    tokio::spawn(async move {
-        crate::shutdown_signal().await;
-        signal_stop.cancel();
-    });
+    let stop = crate::shutdown_on_signal();
     if args.status_every > 0 {
         tokio::spawn(report(
             queue.clone(),

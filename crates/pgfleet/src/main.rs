@@ -96,8 +96,20 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// A token cancelled when SIGINT or SIGTERM arrives.
+pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        cancel.cancel();
+    });
+    token
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
-pub async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use pgfleet_queue::Queue;
 use pgfleet_worker::{Registry, Worker, WorkerConfig};
-use tokio_util::sync::CancellationToken;
+use sqlx::postgres::PgConnectOptions;
 
 use crate::database::DbArgs;
 
@@ -52,6 +52,19 @@ impl WorkerFlags {
         c.poll_interval = Duration::from_millis(self.poll_ms.max(10));
         c
     }
+
+    /// A worker with the built-in handlers on `queue`; `options` is used for its listener.
+    ///
+    /// # Errors
+    /// When the configuration is invalid (no queue, zero concurrency, a bad queue name).
+    pub fn build(&self, queue: &Queue, options: PgConnectOptions) -> anyhow::Result<Worker> {
+        Ok(Worker::new(
+            queue.clone(),
+            options,
+            self.config(),
+            Registry::builtin(),
+        )?)
+    }
 }
 
 /// `pgfleet worker`.
@@ -72,20 +85,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let pool = crate::database::connect_pool(options.clone(), args.db.pool_size).await?;
     pgfleet_queue::migrate::migrate(&pool, None).await?;
     let queue = Queue::new(pool).await?;
-    let worker = Worker::new(
-        queue.clone(),
-        options,
-        args.worker.config(),
-        Registry::builtin(),
-    )?;
-    let stop = CancellationToken::new();
-    let signal_stop = stop.clone();
-    tokio::spawn(async move {
-        crate::shutdown_signal().await;
-        tracing::info!("shutdown requested");
-        signal_stop.cancel();
-    });
-    worker.run(stop).await?;
+    let worker = args.worker.build(&queue, options)?;
+    worker.run(crate::shutdown_on_signal()).await?;
     queue.close().await;
     Ok(())
 }

@@ -16,13 +16,7 @@ use pgfleet_queue::claim::ClaimRequest;
 use pgfleet_queue::{Job, Queue};
 use pgfleet_testkit::TestDb;
 
-/// A migrated database and a queue on it.
-pub async fn setup() -> anyhow::Result<(TestDb, Queue)> {
-    let db = TestDb::new().await?;
-    pgfleet_queue::migrate::migrate(&db.pool, None).await?;
-    let queue = Queue::new(db.pool.clone()).await?;
-    Ok((db, queue))
-}
+pub use pgfleet_testkit::migrated as setup;
 
 /// Claims up to `n` jobs from `queues` as worker `w` with a 30 s lease.
 pub async fn claim(queue: &Queue, queues: &[&str], n: usize, w: &str) -> anyhow::Result<Vec<Job>> {

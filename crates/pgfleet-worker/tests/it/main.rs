@@ -13,13 +13,7 @@ use pgfleet_worker::{Registry, Worker, WorkerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A migrated database and a queue on it.
-pub async fn setup() -> anyhow::Result<(TestDb, Queue)> {
-    let db = TestDb::new().await?;
-    pgfleet_queue::migrate::migrate(&db.pool, None).await?;
-    let queue = Queue::new(db.pool.clone()).await?;
-    Ok((db, queue))
-}
+pub use pgfleet_testkit::migrated as setup;
 
 /// Test-speed settings: short leases, fast backoff, quick ownership.
 pub fn fast_config(queues: &[&str]) -> WorkerConfig {
