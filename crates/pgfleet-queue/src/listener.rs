@@ -332,19 +332,36 @@ async fn run(mut ctx: Ctx, mut commands: mpsc::Receiver<Command>) {
             attempt: failures,
             delay,
         });
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => break,
-                _ = ctx.cancel.cancelled() => return,
-                cmd = commands.recv() => match cmd {
-                    // Disconnected: record the change; it is applied on reconnect.
-                    Some(Command::Subscribe(c, ack)) => { ctx.channels.insert(c); let _ = ack.send(()); }
-                    Some(Command::Unsubscribe(c, ack)) => { ctx.channels.remove(&c); let _ = ack.send(()); }
-                    None => return,
-                },
-            }
+        if !wait_disconnected(&mut ctx, &mut commands, delay).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps `delay` while disconnected, recording subscription changes so they are applied on
+/// reconnect. Returns false when the listener must stop.
+async fn wait_disconnected(
+    ctx: &mut Ctx,
+    commands: &mut mpsc::Receiver<Command>,
+    delay: Duration,
+) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return true,
+            _ = ctx.cancel.cancelled() => return false,
+            cmd = commands.recv() => match cmd {
+                Some(Command::Subscribe(c, ack)) => {
+                    ctx.channels.insert(c);
+                    let _ = ack.send(());
+                }
+                Some(Command::Unsubscribe(c, ack)) => {
+                    ctx.channels.remove(&c);
+                    let _ = ack.send(());
+                }
+                None => return false,
+            },
         }
     }
 }

@@ -165,8 +165,40 @@ impl Worker {
     /// [`WorkerError::Queue`] when the first registration fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let shared = self.shared;
+        let background = Background::start(&shared, self.connect).await?;
         let cfg = &shared.config;
-        let all = shared.queue.partitions().all();
+        tracing::info!(worker = %shared.worker_id, pool = %cfg.pool, queues = ?cfg.queues,
+            concurrency = cfg.concurrency, partitions = ?*background.owned.borrow(),
+            "worker started");
+        let completer = Completer::spawn(shared.queue.clone(), cfg.id.clone(), cfg.completer);
+        claim_loop(
+            &shared,
+            background.owned.clone(),
+            completer.sender(),
+            &shutdown,
+        )
+        .await;
+        drain(&shared).await;
+        completer.close().await;
+        background.stop(&shared).await;
+        tracing::info!(worker = %shared.worker_id, "worker stopped");
+        Ok(())
+    }
+}
+
+/// The worker's tasks besides the claim loop, and the partitions it owns.
+struct Background {
+    owned: watch::Receiver<Vec<i16>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: CancellationToken,
+    listener: Option<Arc<Listener>>,
+}
+
+impl Background {
+    /// Registers the worker, takes its first partitions and starts the listener, the
+    /// wake-up dispatcher, the ownership loop, the heartbeat and maintenance.
+    async fn start(shared: &Arc<Shared>, connect: PgConnectOptions) -> Result<Self, WorkerError> {
+        let cfg = &shared.config;
         let info = WorkerInfo {
             id: cfg.id.clone(),
             pool: cfg.pool.clone(),
@@ -176,88 +208,93 @@ impl Worker {
         let initial = if cfg.own_partitions {
             shared.queue.rebalance(&info, cfg.ownership_ttl).await?
         } else {
-            all.clone()
+            shared.queue.partitions().all()
         };
-        let (owned_tx, owned_rx) = watch::channel(initial.clone());
-        let tasks_stop = CancellationToken::new();
+        let (owned_tx, owned) = watch::channel(initial.clone());
+        let stop = CancellationToken::new();
         let mut tasks = Vec::new();
-
-        let listener = if cfg.listen {
-            let mut lc = ListenerConfig::new(self.connect.clone());
+        let listener = cfg.listen.then(|| {
+            let mut lc = ListenerConfig::new(connect);
             lc.channels = initial.iter().map(|&p| channel(p)).collect();
             lc.channels.push(CONTROL_CHANNEL.to_owned());
             let (listener, messages) = Listener::spawn(lc, None);
             tasks.push(tokio::spawn(dispatch(
                 shared.clone(),
                 messages,
-                owned_rx.clone(),
+                owned.clone(),
             )));
-            Some(Arc::new(listener))
-        } else {
-            None
-        };
+            Arc::new(listener)
+        });
         if cfg.own_partitions {
-            tasks.push(tokio::spawn(ownership_loop(
-                shared.clone(),
-                info,
-                owned_tx,
-                listener.clone(),
-                tasks_stop.clone(),
-            )));
+            let l = listener.clone();
+            let task = ownership_loop(shared.clone(), info, owned_tx, l, stop.clone());
+            tasks.push(tokio::spawn(task));
         }
-        tasks.push(tokio::spawn(heartbeat_loop(
-            shared.clone(),
-            tasks_stop.clone(),
-        )));
+        tasks.push(tokio::spawn(heartbeat_loop(shared.clone(), stop.clone())));
         if cfg.maintenance {
-            tasks.push(tokio::spawn(maintenance_loop(
-                shared.clone(),
-                tasks_stop.clone(),
-            )));
+            tasks.push(tokio::spawn(maintenance_loop(shared.clone(), stop.clone())));
         }
-        tracing::info!(worker = %shared.worker_id, pool = %cfg.pool, queues = ?cfg.queues,
-            concurrency = cfg.concurrency, partitions = ?initial, "worker started");
+        Ok(Self {
+            owned,
+            tasks,
+            stop,
+            listener,
+        })
+    }
 
-        let completer = Completer::spawn(shared.queue.clone(), cfg.id.clone(), cfg.completer);
-        claim_loop(&shared, owned_rx, completer.sender(), &shutdown).await;
-
-        // Graceful shutdown.
-        let slots = shared.slots.clone();
-        let all_slots = cfg.concurrency as u32;
-        let drained = tokio::time::timeout(cfg.shutdown_grace, slots.acquire_many(all_slots)).await;
-        if drained.is_err() {
-            let ids: Vec<i64> = shared
-                .running
-                .lock()
-                .map(|r| r.keys().copied().collect())
-                .unwrap_or_default();
-            tracing::warn!(
-                jobs = ids.len(),
-                "grace period over: releasing unfinished jobs"
-            );
-            for id in ids {
-                shared.stop_job(id, STOP_SHUTDOWN);
-            }
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all_slots)).await;
-        }
-        completer.close().await;
-        tasks_stop.cancel();
-        for t in tasks.drain(..) {
+    /// Stops every task, closes the listener and deregisters (releasing partitions at once).
+    async fn stop(mut self, shared: &Shared) {
+        self.stop.cancel();
+        for t in self.tasks.drain(..) {
             t.abort();
             let _ = t.await;
         }
-        if let Some(listener) = listener.and_then(|l| Arc::try_unwrap(l).ok()) {
+        if let Some(listener) = self.listener.take().and_then(|l| Arc::try_unwrap(l).ok()) {
             listener.shutdown().await;
         }
-        if cfg.own_partitions {
-            if let Err(e) = shared.queue.deregister(&cfg.id).await {
+        if shared.config.own_partitions {
+            if let Err(e) = shared.queue.deregister(&shared.config.id).await {
                 tracing::warn!(error = %e, "could not deregister; leases will expire");
             }
         }
-        tracing::info!(worker = %shared.worker_id, "worker stopped");
-        Ok(())
     }
+}
+
+/// Lets in-flight jobs finish within the grace period, then stops the rest, which report
+/// `Release` (the attempt is not spent).
+async fn drain(shared: &Shared) {
+    let slots = shared.slots.clone();
+    let all_slots = shared.config.concurrency as u32;
+    let grace = shared.config.shutdown_grace;
+    if tokio::time::timeout(grace, slots.acquire_many(all_slots))
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let ids: Vec<i64> = shared
+        .running
+        .lock()
+        .map(|r| r.keys().copied().collect())
+        .unwrap_or_default();
+    tracing::warn!(
+        jobs = ids.len(),
+        "grace period over: releasing unfinished jobs"
+    );
+    for id in ids {
+        shared.stop_job(id, STOP_SHUTDOWN);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all_slots)).await;
+}
+
+/// What the claim loop should do next.
+enum Next {
+    /// The claim filled every free slot: more is probably waiting.
+    Again,
+    /// Nothing more for now: sleep until a wake-up or the backstop poll.
+    Sleep,
+    /// The claim failed: back off this long.
+    Backoff(Duration),
 }
 
 async fn claim_loop(
@@ -279,58 +316,67 @@ async fn claim_loop(
             }
         }
         let partitions = owned.borrow().clone();
-        let limit = free.min(cfg.max_claim);
-        let request = ClaimRequest {
-            queues: &cfg.queues,
-            partitions: cfg.own_partitions.then_some(partitions.as_slice()),
-            limit,
-            worker_id: &shared.worker_id,
-            lease: cfg.lease,
+        let next = claim_batch(shared, &partitions, free, &completer, &mut errors).await;
+        let pause = match next {
+            Next::Again => Some(cfg.fetch_cooldown),
+            Next::Backoff(d) => Some(d),
+            Next::Sleep => None,
         };
-        let jobs = match shared.queue.claim(&request).await {
-            Ok(jobs) => {
-                errors = 0;
-                jobs
-            }
-            Err(e) => {
-                errors += 1;
-                tracing::warn!(error = %e, "claim failed");
-                let delay = Duration::from_millis(100 * u64::from(errors.min(50)));
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => continue,
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-        };
-        shared.stats.claims.fetch_add(1, Ordering::Relaxed);
-        shared
-            .stats
-            .claimed
-            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        let got = jobs.len();
-        for job in jobs {
-            match shared.slots.clone().try_acquire_owned() {
-                Ok(permit) => start_job(shared, job, permit, completer.clone()),
-                Err(_) => {
-                    // Cannot happen (only this loop takes slots); give the job back.
-                    let _ = completer
-                        .send(Finished::new(job.id, job.attempt, Outcome::Release))
-                        .await;
-                }
-            }
-        }
-        if got > 0 && got == limit {
-            tokio::select! {
-                _ = tokio::time::sleep(cfg.fetch_cooldown) => {}
-                _ = shutdown.cancelled() => break,
-            }
-            continue;
-        }
         tokio::select! {
-            _ = shared.wake.notified() => {}
-            _ = poll.tick() => {}
+            _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+            _ = shared.wake.notified(), if pause.is_none() => {}
+            _ = poll.tick(), if pause.is_none() => {}
             _ = shutdown.cancelled() => break,
         }
+    }
+}
+
+/// One claim statement for up to `free` jobs; starts a task per claimed job.
+async fn claim_batch(
+    shared: &Arc<Shared>,
+    partitions: &[i16],
+    free: usize,
+    completer: &mpsc::Sender<Finished>,
+    errors: &mut u32,
+) -> Next {
+    let cfg = &shared.config;
+    let limit = free.min(cfg.max_claim);
+    let request = ClaimRequest {
+        queues: &cfg.queues,
+        partitions: cfg.own_partitions.then_some(partitions),
+        limit,
+        worker_id: &shared.worker_id,
+        lease: cfg.lease,
+    };
+    let jobs = match shared.queue.claim(&request).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            *errors += 1;
+            tracing::warn!(error = %e, "claim failed");
+            return Next::Backoff(Duration::from_millis(100 * u64::from((*errors).min(50))));
+        }
+    };
+    *errors = 0;
+    let stats = &shared.stats;
+    stats.claims.fetch_add(1, Ordering::Relaxed);
+    stats
+        .claimed
+        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    let got = jobs.len();
+    for job in jobs {
+        match shared.slots.clone().try_acquire_owned() {
+            Ok(permit) => start_job(shared, job, permit, completer.clone()),
+            Err(_) => {
+                // Cannot happen (only the claim loop takes slots); give the job back.
+                let release = Finished::new(job.id, job.attempt, Outcome::Release);
+                let _ = completer.send(release).await;
+            }
+        }
+    }
+    if got > 0 && got == limit {
+        Next::Again
+    } else {
+        Next::Sleep
     }
 }
 
