@@ -32,9 +32,9 @@ impl Default for Retention {
 const PRUNE_SQL: &str = r#"
 WITH doomed AS (
     SELECT id FROM pgfleet.jobs_finished
-    WHERE (state = 'completed' AND finalized_at < now() - $1 * interval '1 millisecond')
-       OR (state <> 'completed' AND finalized_at < now() - $2 * interval '1 millisecond')
-    ORDER BY finalized_at
+    WHERE finalized_at < now() - least($1, $2) * interval '1 millisecond'
+      AND ((state = 'completed' AND finalized_at < now() - $1 * interval '1 millisecond')
+        OR (state <> 'completed' AND finalized_at < now() - $2 * interval '1 millisecond'))
     LIMIT $3
 ), gone AS (
     DELETE FROM pgfleet.jobs_finished f WHERE f.id = ANY(ARRAY(SELECT id FROM doomed))

@@ -9,9 +9,11 @@
 //! register through [`Registry`].
 
 pub mod config;
+pub mod connect;
 pub mod handler;
 pub mod runtime;
 
 pub use config::WorkerConfig;
+pub use connect::worker_connect_options;
 pub use handler::{Disposition, JobContext, JobError, Registry};
 pub use runtime::{Worker, WorkerError, WorkerStats};

@@ -2,7 +2,8 @@
 //!
 //! Phases (each on its own queue in a fresh database that is dropped at the end):
 //! 1. **ceiling**: a minimal raw-SQL loop (claim 100 with SKIP LOCKED, delete them) over N
-//!    jobs on 4 connections — the most this PostgreSQL can do with no library around it;
+//!    jobs on 4 connections — the most this PostgreSQL can do with no library around it —
+//!    with the same asynchronous commit the worker's pool uses;
 //! 2. **burn-down**: N `noop` jobs worked to empty by one pgfleet worker with C slots;
 //! 3. **latency**: single enqueues at R jobs/s while a worker waits; enqueue → handler start;
 //! 4. **enqueue**: single-job enqueues from 8 concurrent callers, beside a raw single-row
@@ -123,7 +124,10 @@ async fn bench(args: &BenchArgs, options: PgConnectOptions) -> anyhow::Result<se
         args.jobs
     ));
     fill(&queue, "ceiling", args.jobs).await?;
-    let ceiling = raw_ceiling(&pool, args.jobs).await?;
+    // Same commit mode as the worker's own pool, so the ratio compares like with like.
+    let raw_pool = connect_pool(pgfleet_worker::worker_connect_options(options.clone()), 4).await?;
+    let ceiling = raw_ceiling(&raw_pool, args.jobs).await?;
+    raw_pool.close().await;
     progress(&format!("  {ceiling:.0} jobs/s"));
 
     progress(&format!(
@@ -238,23 +242,21 @@ async fn raw_ceiling(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-fn bench_worker(
-    queue: &Queue,
+/// A worker on its own pool with asynchronous commit, as `pgfleet worker` runs.
+async fn bench_worker(
     options: &PgConnectOptions,
     queue_name: &str,
     slots: usize,
     registry: Registry,
-) -> anyhow::Result<Worker> {
+) -> anyhow::Result<(Worker, Queue)> {
+    let pool = connect_pool(pgfleet_worker::worker_connect_options(options.clone()), 10).await?;
+    let queue = Queue::new(pool).await?;
     let mut config = WorkerConfig::new("bench", vec![queue_name.to_string()]);
     config.concurrency = slots;
     config.max_claim = slots.min(1000);
     config.maintenance = false;
-    Ok(Worker::new(
-        queue.clone(),
-        options.clone(),
-        config,
-        registry,
-    )?)
+    let worker = Worker::new(queue.clone(), options.clone(), config, registry)?;
+    Ok((worker, queue))
 }
 
 async fn burn_down(
@@ -262,13 +264,8 @@ async fn burn_down(
     options: &PgConnectOptions,
     args: &BenchArgs,
 ) -> anyhow::Result<f64> {
-    let worker = bench_worker(
-        queue,
-        options,
-        "burn",
-        args.concurrency,
-        Registry::builtin(),
-    )?;
+    let (worker, worker_queue) =
+        bench_worker(options, "burn", args.concurrency, Registry::builtin()).await?;
     let stop = CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(worker.run(stop.clone()));
@@ -285,6 +282,8 @@ async fn burn_down(
     let elapsed = start.elapsed();
     stop.cancel();
     task.await??;
+    worker_queue.close().await;
+    worker_queue.pool().close().await;
     Ok(args.jobs as f64 / elapsed.as_secs_f64())
 }
 
@@ -315,7 +314,7 @@ async fn latency(
             Ok(())
         }
     });
-    let worker = bench_worker(queue, options, "latency", 50, registry)?;
+    let (worker, worker_queue) = bench_worker(options, "latency", 50, registry).await?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(worker.run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -336,6 +335,8 @@ async fn latency(
     }
     stop.cancel();
     task.await??;
+    worker_queue.close().await;
+    worker_queue.pool().close().await;
     let mut s = samples.lock().map(|s| s.clone()).unwrap_or_default();
     s.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| {

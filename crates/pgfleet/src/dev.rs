@@ -65,7 +65,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     };
     let options: sqlx::postgres::PgConnectOptions = url.parse().context("invalid database URL")?;
-    let pool = connect_pool(options.clone(), args.db.pool_size).await?;
+    let worker_options = pgfleet_worker::worker_connect_options(options.clone());
+    let pool = connect_pool(worker_options, args.db.pool_size).await?;
     let partitions = pgfleet_queue::migrate::migrate(&pool, args.partitions).await?;
     std::fs::create_dir_all(&args.data_dir)?;
     let url_file = args.data_dir.join("database-url");

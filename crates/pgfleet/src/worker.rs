@@ -82,7 +82,8 @@ pub struct WorkerArgs {
 /// When the database is unreachable or the configuration is invalid.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let options = args.db.options()?;
-    let pool = crate::database::connect_pool(options.clone(), args.db.pool_size).await?;
+    let worker_options = pgfleet_worker::worker_connect_options(options.clone());
+    let pool = crate::database::connect_pool(worker_options, args.db.pool_size).await?;
     pgfleet_queue::migrate::migrate(&pool, None).await?;
     let queue = Queue::new(pool).await?;
     let worker = args.worker.build(&queue, options)?;

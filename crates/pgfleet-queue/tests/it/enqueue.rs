@@ -200,3 +200,36 @@ async fn scheduled_jobs_are_not_claimed_before_run_at() -> anyhow::Result<()> {
     assert_eq!(got[0].id, later.id);
     Ok(())
 }
+
+/// The notifier commits its NOTIFY asynchronously with a transaction-local setting; it must
+/// never leak into the pooled connection, or enqueues would stop being durable.
+#[tokio::test]
+async fn enqueues_stay_synchronous_after_the_notifier_ran() -> anyhow::Result<()> {
+    let db = pgfleet_testkit::TestDb::new().await?;
+    // The test cluster runs with synchronous_commit=off server-wide; pin it on here.
+    let durable = db.options.clone().options([("synchronous_commit", "on")]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(durable)
+        .await?;
+    pgfleet_queue::migrate::migrate(&pool, None).await?;
+    let queue = pgfleet_queue::Queue::new(pool.clone()).await?;
+    for _ in 0..5 {
+        queue.enqueue(NewJob::new("q", "noop")).await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    queue.close().await;
+    assert!(
+        queue
+            .notifier()
+            .stats()
+            .flushes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    let mode: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(mode, "on");
+    Ok(())
+}

@@ -229,3 +229,16 @@ async fn graceful_shutdown_finishes_or_releases_in_flight_jobs() -> anyhow::Resu
     assert!(queue.partition_leases(None).await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn worker_pools_commit_asynchronously() -> anyhow::Result<()> {
+    let (db, _queue) = setup().await?;
+    let opts = pgfleet_worker::worker_connect_options(db.options.clone());
+    let pool = sqlx::PgPool::connect_with(opts).await?;
+    let mode: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(mode, "off");
+    pool.close().await;
+    Ok(())
+}
