@@ -14,11 +14,46 @@ use crate::Queue;
 /// The most jobs one claim may ask for.
 pub const MAX_CLAIM: usize = 10_000;
 
+/// How a claim shares its slots among several queues.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum QueueOrder {
+    /// All queues compete; jobs are taken by priority, then age (the default).
+    #[default]
+    ByPriority,
+    /// Queues in the given order: a later queue only gets slots the earlier ones leave.
+    Strict,
+    /// Weighted shares (asynq's high 6 / default 3 / low 1): each queue may fill up to its
+    /// share of the slots in one claim; an idle queue's share is used by the next claim.
+    Weighted(Vec<u32>),
+}
+
+impl QueueOrder {
+    /// The per-queue limits for a claim of `limit` over `n` queues.
+    pub fn limits(&self, n: usize, limit: usize) -> Vec<i32> {
+        let limit = limit as i32;
+        match self {
+            QueueOrder::ByPriority | QueueOrder::Strict => vec![limit; n],
+            QueueOrder::Weighted(w) => {
+                let total: u64 = w.iter().take(n).map(|&x| u64::from(x.max(1))).sum();
+                (0..n)
+                    .map(|i| {
+                        let wi = u64::from(w.get(i).copied().unwrap_or(1).max(1));
+                        let share = (limit as u64 * wi).div_ceil(total.max(1));
+                        share.max(1) as i32
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 /// What to claim.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
     /// Queues to serve.
     pub queues: &'a [String],
+    /// How slots are shared among the queues.
+    pub order: &'a QueueOrder,
     /// Partitions to serve; `None` means all.
     pub partitions: Option<&'a [i16]>,
     /// At most this many jobs.
@@ -32,7 +67,7 @@ pub struct ClaimRequest<'a> {
 /// The claim statement (kept public so tests and docs can EXPLAIN it).
 pub const CLAIM_SQL: &str = r#"
 WITH active AS MATERIALIZED (
-    SELECT q.name FROM unnest($1::text[]) AS q(name)
+    SELECT q.name, q.lim, q.ord FROM unnest($1::text[], $6::int[]) WITH ORDINALITY AS q(name, lim, ord)
     WHERE NOT EXISTS (SELECT 1 FROM pgfleet.queues p WHERE p.name = q.name AND p.paused)
 ), picked AS (
     SELECT c.id
@@ -45,10 +80,10 @@ WITH active AS MATERIALIZED (
           AND j.run_at <= now()
           AND ($2::smallint[] IS NULL OR j.partition = ANY($2::smallint[]))
         ORDER BY j.priority, j.run_at, j.id
-        LIMIT $3
+        LIMIT q.lim
         FOR UPDATE SKIP LOCKED
     ) c
-    ORDER BY c.priority, c.run_at, c.id
+    ORDER BY CASE WHEN $7 THEN q.ord ELSE 0 END, c.priority, c.run_at, c.id
     LIMIT $3
 )
 UPDATE pgfleet.jobs j
@@ -87,16 +122,25 @@ impl Queue {
                 return Ok(Vec::new());
             }
         }
+        let limits = req.order.limits(req.queues.len(), req.limit);
         let mut jobs = sqlx::query_as::<_, Job>(CLAIM_SQL)
             .bind(req.queues)
             .bind(req.partitions)
             .bind(req.limit as i64)
             .bind(req.worker_id)
             .bind(req.lease.as_millis() as f64)
+            .bind(&limits)
+            .bind(*req.order == QueueOrder::Strict)
             .fetch_all(self.pool())
             .await?;
         // RETURNING follows the primary-key probe; hand jobs out in claim order.
-        jobs.sort_unstable_by_key(|j| (j.priority, j.run_at, j.id));
+        match req.order {
+            QueueOrder::Strict => {
+                let rank = |q: &str| req.queues.iter().position(|x| x == q).unwrap_or(usize::MAX);
+                jobs.sort_unstable_by_key(|j| (rank(&j.queue), j.priority, j.run_at, j.id));
+            }
+            _ => jobs.sort_unstable_by_key(|j| (j.priority, j.run_at, j.id)),
+        }
         Ok(jobs)
     }
 
@@ -126,5 +170,18 @@ impl Queue {
         .fetch_all(self.pool())
         .await?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueueOrder;
+
+    #[test]
+    fn weighted_limits_follow_the_weights() {
+        let w = QueueOrder::Weighted(vec![6, 3, 1]);
+        assert_eq!(w.limits(3, 100), vec![60, 30, 10]);
+        assert_eq!(w.limits(3, 1), vec![1, 1, 1]);
+        assert_eq!(QueueOrder::Strict.limits(2, 7), vec![7, 7]);
     }
 }

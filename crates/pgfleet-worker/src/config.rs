@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use pgfleet_queue::backoff::Backoff;
+use pgfleet_queue::claim::QueueOrder;
 use pgfleet_queue::completer::CompleterConfig;
 use pgfleet_queue::retention::Retention;
 
@@ -15,6 +16,8 @@ pub struct WorkerConfig {
     pub pool: String,
     /// Queues served.
     pub queues: Vec<String>,
+    /// How claims share slots among the queues (by job priority, strict, or weighted).
+    pub queue_order: QueueOrder,
     /// Concurrent job slots.
     pub concurrency: usize,
     /// Most jobs per claim statement.
@@ -60,6 +63,7 @@ impl WorkerConfig {
             id,
             pool,
             queues,
+            queue_order: QueueOrder::ByPriority,
             concurrency: 10,
             max_claim: 1000,
             lease: Duration::from_secs(15),

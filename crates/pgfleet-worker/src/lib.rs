@@ -11,9 +11,11 @@
 pub mod config;
 pub mod connect;
 pub mod handler;
+pub mod health;
 pub mod runtime;
 
 pub use config::WorkerConfig;
 pub use connect::worker_connect_options;
 pub use handler::{Disposition, JobContext, JobError, Registry};
+pub use health::Readiness;
 pub use runtime::{Worker, WorkerError, WorkerStats};

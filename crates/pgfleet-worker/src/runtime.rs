@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
 use crate::handler::{Disposition, JobContext, Registry};
+use crate::health::Readiness;
 
 /// Why the worker stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,7 @@ struct Shared {
     wake: Notify,
     running: Mutex<HashMap<i64, Running>>,
     stats: Arc<WorkerStats>,
+    ready: Readiness,
 }
 
 impl Shared {
@@ -142,6 +144,7 @@ impl Worker {
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             stats: Arc::new(WorkerStats::default()),
+            ready: Readiness::default(),
             queue,
             config,
             registry,
@@ -152,6 +155,11 @@ impl Worker {
     /// The worker's counters.
     pub fn stats(&self) -> Arc<WorkerStats> {
         self.shared.stats.clone()
+    }
+
+    /// The readiness flag (for the health port): set while the worker serves.
+    pub fn readiness(&self) -> Readiness {
+        self.shared.ready.clone()
     }
 
     /// The worker's id.
@@ -171,6 +179,7 @@ impl Worker {
             concurrency = cfg.concurrency, partitions = ?*background.owned.borrow(),
             "worker started");
         let completer = Completer::spawn(shared.queue.clone(), cfg.id.clone(), cfg.completer);
+        shared.ready.set(true);
         claim_loop(
             &shared,
             background.owned.clone(),
@@ -178,6 +187,7 @@ impl Worker {
             &shutdown,
         )
         .await;
+        shared.ready.set(false);
         drain(&shared).await;
         completer.close().await;
         background.stop(&shared).await;
@@ -343,6 +353,7 @@ async fn claim_batch(
     let limit = free.min(cfg.max_claim);
     let request = ClaimRequest {
         queues: &cfg.queues,
+        order: &cfg.queue_order,
         partitions: cfg.own_partitions.then_some(partitions),
         limit,
         worker_id: &shared.worker_id,
@@ -363,6 +374,12 @@ async fn claim_batch(
         .claimed
         .fetch_add(jobs.len() as u64, Ordering::Relaxed);
     let got = jobs.len();
+    let mut per_queue: HashMap<&str, usize> = HashMap::new();
+    for job in &jobs {
+        if let Some(q) = cfg.queues.iter().find(|q| **q == job.queue) {
+            *per_queue.entry(q.as_str()).or_default() += 1;
+        }
+    }
     for job in jobs {
         match shared.slots.clone().try_acquire_owned() {
             Ok(permit) => start_job(shared, job, permit, completer.clone()),
@@ -373,7 +390,13 @@ async fn claim_batch(
             }
         }
     }
-    if got > 0 && got == limit {
+    // More is probably waiting when the claim filled its slots, or when a queue filled its
+    // weighted share (another queue's unused share goes to the next claim).
+    let shares = cfg.queue_order.limits(cfg.queues.len(), limit);
+    let share_full = cfg.queues.iter().zip(&shares).any(|(q, &share)| {
+        share > 0 && per_queue.get(q.as_str()).copied().unwrap_or(0) >= share as usize
+    });
+    if got > 0 && (got == limit || share_full) {
         Next::Again
     } else {
         Next::Sleep

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+use pgfleet_queue::claim::QueueOrder;
 use pgfleet_queue::Queue;
 use pgfleet_worker::{Registry, Worker, WorkerConfig};
 use sqlx::postgres::PgConnectOptions;
@@ -14,7 +16,9 @@ pub struct WorkerFlags {
     /// Pool name (partitions are leased per pool).
     #[arg(long, env = "PGFLEET_POOL", default_value = "default")]
     pub pool: String,
-    /// Queues to serve, comma separated.
+    /// Queues to serve, comma separated, each with an optional weight:
+    /// `high:6,default:3,low:1` shares slots 6/3/1 (weighted round robin); with `--strict`
+    /// the order is a strict priority; without weights, jobs compete by priority.
     #[arg(
         long,
         env = "PGFLEET_QUEUES",
@@ -22,6 +26,9 @@ pub struct WorkerFlags {
         default_value = "default"
     )]
     pub queues: Vec<String>,
+    /// Serve the queues in strict order: a later queue only gets what earlier ones leave.
+    #[arg(long, env = "PGFLEET_STRICT_QUEUES")]
+    pub strict: bool,
     /// Concurrent job slots.
     #[arg(long, env = "PGFLEET_CONCURRENCY", default_value_t = 10)]
     pub concurrency: usize,
@@ -41,16 +48,53 @@ pub struct WorkerFlags {
 }
 
 impl WorkerFlags {
+    /// Queue names and the order among them, from `name[:weight]` entries.
+    ///
+    /// # Errors
+    /// A weight that is not a positive integer.
+    pub fn queue_order(&self) -> anyhow::Result<(Vec<String>, QueueOrder)> {
+        let mut names = Vec::new();
+        let mut weights = Vec::new();
+        for entry in &self.queues {
+            let (name, weight) = match entry.split_once(':') {
+                Some((n, w)) => {
+                    let w: u32 = w.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "invalid queues: weight of {n:?} must be a positive integer, got {w:?}"
+                        )
+                    })?;
+                    (n.to_owned(), Some(w))
+                }
+                None => (entry.clone(), None),
+            };
+            names.push(name);
+            weights.push(weight);
+        }
+        let order = if self.strict {
+            QueueOrder::Strict
+        } else if weights.iter().any(Option::is_some) {
+            QueueOrder::Weighted(weights.into_iter().map(|w| w.unwrap_or(1)).collect())
+        } else {
+            QueueOrder::ByPriority
+        };
+        Ok((names, order))
+    }
+
     /// The worker configuration these flags describe.
-    pub fn config(&self) -> WorkerConfig {
-        let mut c = WorkerConfig::new(&self.pool, self.queues.clone());
+    ///
+    /// # Errors
+    /// Invalid queue weights.
+    pub fn config(&self) -> anyhow::Result<WorkerConfig> {
+        let (queues, order) = self.queue_order()?;
+        let mut c = WorkerConfig::new(&self.pool, queues);
+        c.queue_order = order;
         c.concurrency = self.concurrency;
         c.lease = Duration::from_secs(self.lease_secs.max(1));
         c.rescue_interval = (c.lease / 3).max(Duration::from_secs(1));
         c.ownership_ttl = Duration::from_secs(self.ownership_ttl_secs.max(1));
         c.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
         c.poll_interval = Duration::from_millis(self.poll_ms.max(10));
-        c
+        Ok(c)
     }
 
     /// A worker with the built-in handlers on `queue`; `options` is used for its listener.
@@ -61,7 +105,7 @@ impl WorkerFlags {
         Ok(Worker::new(
             queue.clone(),
             options,
-            self.config(),
+            self.config()?,
             Registry::builtin(),
         )?)
     }
@@ -72,6 +116,9 @@ impl WorkerFlags {
 pub struct WorkerArgs {
     #[command(flatten)]
     db: DbArgs,
+    /// Address of the health port (`/healthz`, `/readyz`); empty to disable.
+    #[arg(long, env = "PGFLEET_HEALTH_ADDR", default_value = "127.0.0.1:9090")]
+    health_addr: String,
     #[command(flatten)]
     worker: WorkerFlags,
 }
@@ -87,7 +134,21 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     pgfleet_queue::migrate::migrate(&pool, None).await?;
     let queue = Queue::new(pool).await?;
     let worker = args.worker.build(&queue, options)?;
-    worker.run(crate::shutdown_on_signal()).await?;
+    let stop = crate::shutdown_on_signal();
+    if !args.health_addr.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&args.health_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.health_addr))?;
+        tracing::info!(addr = %listener.local_addr()?, "health port listening");
+        let health = pgfleet_worker::health::serve(
+            listener,
+            queue.pool().clone(),
+            worker.readiness(),
+            stop.clone(),
+        );
+        tokio::spawn(health);
+    }
+    worker.run(stop).await?;
     queue.close().await;
     Ok(())
 }

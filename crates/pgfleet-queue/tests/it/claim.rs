@@ -37,6 +37,7 @@ async fn claim_takes_only_requested_queues_and_partitions_and_sets_a_lease() -> 
     let parts: Vec<i16> = vec![1, 3, 5];
     let got = queue
         .claim(&ClaimRequest {
+            order: &pgfleet_queue::claim::QueueOrder::ByPriority,
             queues: &queues,
             partitions: Some(&parts),
             limit: 1000,
@@ -130,6 +131,8 @@ async fn claim_is_served_by_the_claim_index() -> anyhow::Result<()> {
         .bind(100i64)
         .bind("w")
         .bind(30_000f64)
+        .bind(vec![100i32, 100])
+        .bind(false)
         .fetch_all(&db.pool)
         .await?;
     let plan = plan.join("\n");
@@ -138,5 +141,48 @@ async fn claim_is_served_by_the_claim_index() -> anyhow::Result<()> {
     assert!(!plan.contains("Seq Scan"), "{plan}");
     assert!(!plan.contains("Hash Join"), "{plan}");
     assert!(plan.contains("Index Scan using jobs_pkey"), "{plan}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn strict_and_weighted_queue_orders() -> anyhow::Result<()> {
+    use pgfleet_queue::claim::QueueOrder;
+    let (_db, queue) = setup().await?;
+    for q in ["high", "default", "low"] {
+        let jobs: Vec<NewJob> = (0..100).map(|_| NewJob::new(q, "noop")).collect();
+        queue.enqueue_many(&jobs).await?;
+    }
+    let queues: Vec<String> = ["high", "default", "low"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let take = |order: QueueOrder, limit: usize| {
+        let (queue, queues) = (queue.clone(), queues.clone());
+        async move {
+            let got = queue
+                .claim(&ClaimRequest {
+                    order: &order,
+                    queues: &queues,
+                    partitions: None,
+                    limit,
+                    worker_id: "w",
+                    lease: Duration::from_secs(30),
+                })
+                .await?;
+            let mut per = std::collections::BTreeMap::new();
+            for j in got {
+                *per.entry(j.queue).or_insert(0) += 1;
+            }
+            anyhow::Ok(per)
+        }
+    };
+    // Weighted 6/3/1: one claim of 50 takes 30 / 15 / 5.
+    let per = take(QueueOrder::Weighted(vec![6, 3, 1]), 50).await?;
+    assert_eq!((per["high"], per["default"], per["low"]), (30, 15, 5));
+    // Strict: high first, and the rest only when high is drained.
+    let per = take(QueueOrder::Strict, 80).await?;
+    assert_eq!(per.get("high"), Some(&70));
+    assert_eq!(per.get("default"), Some(&10));
+    assert_eq!(per.get("low"), None);
     Ok(())
 }

@@ -23,6 +23,7 @@ pub async fn claim(queue: &Queue, queues: &[&str], n: usize, w: &str) -> anyhow:
     let queues: Vec<String> = queues.iter().map(|s| s.to_string()).collect();
     Ok(queue
         .claim(&ClaimRequest {
+            order: &pgfleet_queue::claim::QueueOrder::ByPriority,
             queues: &queues,
             partitions: None,
             limit: n,

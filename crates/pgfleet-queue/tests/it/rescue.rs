@@ -17,6 +17,7 @@ async fn expired_leases_are_rescued_once_and_in_the_right_state() -> anyhow::Res
     let queues = vec!["q".to_string()];
     let claimed = queue
         .claim(&ClaimRequest {
+            order: &pgfleet_queue::claim::QueueOrder::ByPriority,
             queues: &queues,
             partitions: None,
             limit: 10,
@@ -41,6 +42,7 @@ async fn expired_leases_are_rescued_once_and_in_the_right_state() -> anyhow::Res
     assert_eq!(queue.rescue_expired(100).await?.requeued, 0);
     let again = queue
         .claim(&ClaimRequest {
+            order: &pgfleet_queue::claim::QueueOrder::ByPriority,
             queues: &queues,
             partitions: None,
             limit: 10,

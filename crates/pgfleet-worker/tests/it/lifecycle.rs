@@ -23,6 +23,7 @@ async fn jobs_of_a_vanished_worker_are_rescued_and_completed() -> anyhow::Result
     let queues = vec!["q".to_string()];
     let taken = ghost
         .claim(&ClaimRequest {
+            order: &pgfleet_queue::claim::QueueOrder::ByPriority,
             queues: &queues,
             partitions: None,
             limit: 100,
@@ -240,5 +241,42 @@ async fn worker_pools_commit_asynchronously() -> anyhow::Result<()> {
         .await?;
     assert_eq!(mode, "off");
     pool.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_port_reports_liveness_and_readiness() -> anyhow::Result<()> {
+    let (db, queue) = setup().await?;
+    let worker = pgfleet_worker::Worker::new(
+        queue.clone(),
+        db.options.clone(),
+        fast_config(&["q"]),
+        Registry::builtin(),
+    )?;
+    let ready = worker.readiness();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(pgfleet_worker::health::serve(
+        listener,
+        db.pool.clone(),
+        ready,
+        stop.clone(),
+    ));
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{base}/healthz")).send().await?.status(),
+        200
+    );
+    let not_yet = http.get(format!("{base}/readyz")).send().await?;
+    assert_eq!(not_yet.status(), 503, "not ready before the worker runs");
+    let run = tokio::spawn(worker.run(stop.clone()));
+    pgfleet_testkit::eventually("ready", Duration::from_secs(10), || async {
+        Ok((http.get(format!("{base}/readyz")).send().await?.status() == 200).then_some(()))
+    })
+    .await?;
+    stop.cancel();
+    run.await??;
+    server.await??;
     Ok(())
 }

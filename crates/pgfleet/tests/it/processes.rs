@@ -30,6 +30,8 @@ async fn a_sigkilled_workers_jobs_run_again_on_another_process() -> anyhow::Resu
         "2",
         "--poll-ms",
         "200",
+        "--health-addr",
+        "",
     ];
     let mut first = spawn(Some(&db.url), &args, &dir.join("first.log"), &[]);
     let out = pgfleet(
