@@ -134,6 +134,30 @@ impl Registry {
         k
     }
 
+    /// Registers `payments.process`: validates the stored payment event, upserts the ledger
+    /// idempotently and marks the event done (see `pgfleet-payments`). An invalid or missing
+    /// event is a permanent failure; a database error retries.
+    pub fn with_payments(&mut self, pool: sqlx::PgPool) -> &mut Self {
+        self.register(pgfleet_payments::KIND, move |job, _ctx| {
+            let pool = pool.clone();
+            async move {
+                let row = job
+                    .payload
+                    .get("webhook_event_id")
+                    .and_then(serde_json::Value::as_i64)
+                    .ok_or_else(|| JobError::permanent("payload has no webhook_event_id"))?;
+                match pgfleet_payments::process(&pool, row).await {
+                    Ok(_) => Ok(()),
+                    Err(e @ pgfleet_payments::ProcessError::Database(_)) => {
+                        Err(JobError::retry(e.to_string()))
+                    }
+                    Err(e) => Err(JobError::permanent(e.to_string())),
+                }
+            }
+        });
+        self
+    }
+
     /// The built-in kinds for benchmarks and tests:
     /// - `noop`: succeeds at once;
     /// - `sleep`: sleeps `payload.ms` milliseconds (cancellable), then succeeds;

@@ -15,7 +15,9 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::database::{connect_pool, DbArgs, DEFAULT_DATA_DIR};
+use crate::gateway::GatewayFlags;
 use crate::worker::WorkerFlags;
+use pgfleet_gateway::AppState;
 
 /// `pgfleet dev`.
 #[derive(Debug, clap::Args)]
@@ -34,8 +36,32 @@ pub struct DevArgs {
     /// Print queue statistics every this many seconds (0: never).
     #[arg(long, default_value_t = 10)]
     status_every: u64,
+    /// Gateway port on 127.0.0.1 (0: any free port).
+    #[arg(long, env = "PGFLEET_PORT", default_value_t = 8080)]
+    port: u16,
+    /// Worker processes' worth of workers to run in this process.
+    #[arg(long, env = "PGFLEET_DEV_WORKERS", default_value_t = 2)]
+    workers: usize,
     #[command(flatten)]
     worker: WorkerFlags,
+    #[command(flatten)]
+    gateway: GatewayFlags,
+}
+
+/// Reads a dev credential from `path`, or makes one with `make` and keeps it there.
+fn dev_secret(path: &std::path::Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_owned());
+        }
+    }
+    let s = make();
+    std::fs::write(path, &s)?;
+    Ok(s)
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|_| rand::random::<u8>()).collect()
 }
 
 /// Runs `pgfleet dev` until SIGINT/SIGTERM.
@@ -65,20 +91,57 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     };
     let options: sqlx::postgres::PgConnectOptions = url.parse().context("invalid database URL")?;
-    let worker_options = pgfleet_worker::worker_connect_options(options.clone());
-    let pool = connect_pool(worker_options, args.db.pool_size).await?;
+    // Two pools: the gateway's commits durably (acknowledged means committed); the
+    // workers' uses asynchronous commit (a lost write there only means a re-run).
+    let pool = connect_pool(options.clone(), args.db.pool_size).await?;
     let partitions = pgfleet_queue::migrate::migrate(&pool, args.partitions).await?;
+    let worker_pool = connect_pool(
+        pgfleet_worker::worker_connect_options(options.clone()),
+        args.db.pool_size,
+    )
+    .await?;
     std::fs::create_dir_all(&args.data_dir)?;
+    let mut gateway = args.gateway.clone();
+    if gateway.api_keys.is_empty() {
+        let key = dev_secret(&args.data_dir.join("dev-api-key"), || {
+            format!("pgf_dev_{}", hex_string(&random_bytes(16)))
+        })?;
+        gateway.api_keys = format!("{key}:admin");
+    }
+    if gateway.webhook_secrets.is_empty() {
+        let secret = dev_secret(&args.data_dir.join("dev-webhook-secret"), || {
+            use base64::Engine;
+            format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(random_bytes(24))
+            )
+        })?;
+        gateway.webhook_secrets = format!("payments={secret}");
+    }
+    let config = gateway.config()?;
+    let queue = Queue::new(pool).await?;
+    let worker_queue = Queue::new(worker_pool).await?;
+    let stop = crate::shutdown_on_signal();
+    let mut tasks = Vec::new();
+    for _ in 0..args.workers.max(1) {
+        let worker = args.worker.build(&worker_queue, options.clone())?;
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            worker.run(stop).await.map_err(anyhow::Error::from)
+        }));
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        queue: queue.clone(),
+        config: std::sync::Arc::new(config),
+    };
+    let server = tokio::spawn(pgfleet_gateway::serve(listener, state, stop.clone()));
     let url_file = args.data_dir.join("database-url");
     std::fs::write(&url_file, &url)?;
-    let queue = Queue::new(pool).await?;
-    let worker = args.worker.build(&queue, options)?;
-    println!("pgfleet dev is running ({} partitions)", partitions.get());
-    println!("  database:  {url}");
-    println!("  enqueue:   pgfleet enqueue sleep --payload '{{\"ms\": 50}}' --count 1000");
-    println!("  status:    pgfleet status");
-    println!("  stop:      Ctrl-C");
-    let stop = crate::shutdown_on_signal();
+    print_banner(&url, addr, partitions.get(), &gateway);
     if args.status_every > 0 {
         tokio::spawn(report(
             queue.clone(),
@@ -86,10 +149,42 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             stop.clone(),
         ));
     }
-    worker.run(stop).await?;
+    println!("pgfleet ready: http://{addr}");
+    stop.cancelled().await;
+    server.await??;
+    for t in tasks {
+        t.await??;
+    }
     queue.close().await;
+    worker_queue.close().await;
     let _ = std::fs::remove_file(url_file);
     Ok(())
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn print_banner(url: &str, addr: std::net::SocketAddr, partitions: u16, gateway: &GatewayFlags) {
+    let key = gateway
+        .api_keys
+        .split(',')
+        .next()
+        .and_then(|k| k.rsplit_once(':'))
+        .map(|(k, _)| k)
+        .unwrap_or("");
+    let secret = gateway
+        .webhook_secrets
+        .split(',')
+        .find_map(|e| e.strip_prefix("payments="))
+        .unwrap_or("(none for payments)");
+    println!("pgfleet dev ({partitions} partitions)");
+    println!("  database:        {url}");
+    println!("  API:             http://{addr}/v1/jobs   (Authorization: Bearer {key})");
+    println!("  docs:            http://{addr}/docs");
+    println!("  payment webhook: http://{addr}/webhooks/payments   (secret {secret})");
+    println!("  enqueue:         pgfleet enqueue sleep --payload '{{\"ms\": 50}}' --count 1000");
+    println!("  stop:            Ctrl-C");
 }
 
 async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {

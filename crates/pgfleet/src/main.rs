@@ -9,6 +9,7 @@ mod bench;
 mod database;
 mod dev;
 mod enqueue;
+mod gateway;
 mod status;
 mod worker;
 
@@ -33,6 +34,8 @@ enum Command {
     Enqueue(enqueue::EnqueueArgs),
     /// Run a worker.
     Worker(worker::WorkerArgs),
+    /// Run the HTTP gateway (webhooks, jobs API, OpenAPI at /docs).
+    Gateway(gateway::GatewayArgs),
     /// Show queue statistics, workers and partition ownership.
     Status(status::StatusArgs),
     /// Measure throughput and latency against a baseline measured in the same run.
@@ -84,6 +87,7 @@ async fn main() -> std::process::ExitCode {
         Command::Migrate(a) => migrate::run(a).await,
         Command::Enqueue(a) => enqueue::run(a).await,
         Command::Worker(a) => worker::run(a).await,
+        Command::Gateway(a) => gateway::run(a).await,
         Command::Status(a) => status::run(a).await,
         Command::Bench(a) => bench::run(a).await,
     };

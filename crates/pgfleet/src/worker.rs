@@ -97,16 +97,18 @@ impl WorkerFlags {
         Ok(c)
     }
 
-    /// A worker with the built-in handlers on `queue`; `options` is used for its listener.
+    /// A worker with the built-in handlers and `payments.process` on `queue`; `options` is used for its listener.
     ///
     /// # Errors
     /// When the configuration is invalid (no queue, zero concurrency, a bad queue name).
     pub fn build(&self, queue: &Queue, options: PgConnectOptions) -> anyhow::Result<Worker> {
+        let mut registry = Registry::builtin();
+        registry.with_payments(queue.pool().clone());
         Ok(Worker::new(
             queue.clone(),
             options,
             self.config()?,
-            Registry::builtin(),
+            registry,
         )?)
     }
 }

@@ -1,12 +1,14 @@
 use std::time::Duration;
 
+use pgfleet_gateway::signature::WebhookSecret;
 use pgfleet_testkit::eventually;
 
 use crate::{processes::rand_suffix, signal, spawn, wait_exit, BIN};
 
-/// The README's quickstart: `pgfleet dev` with no DATABASE_URL starts its own PostgreSQL
-/// from the local install, migrates, works jobs enqueued by `pgfleet enqueue` (which finds
-/// the dev database on its own), and stops cleanly on Ctrl-C.
+/// The README's run command: `pgfleet dev` with no DATABASE_URL starts its own PostgreSQL
+/// from the local install, migrates, serves the gateway and runs workers; a signed payment
+/// webhook ends up in the ledger; `pgfleet enqueue` finds the dev database on its own; Ctrl-C
+/// stops everything, the private PostgreSQL too.
 #[tokio::test]
 async fn pgfleet_dev_runs_everything_on_a_private_postgres() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("pgfleet-dev-{}", rand_suffix()));
@@ -14,17 +16,36 @@ async fn pgfleet_dev_runs_everything_on_a_private_postgres() -> anyhow::Result<(
     let data = dir.join("data");
     let data_s = data.to_string_lossy().to_string();
     let env = [("PGFLEET_DATA_DIR", data_s.as_str())];
-    let mut dev = spawn(
-        None,
-        &["dev", "--status-every", "1"],
-        &dir.join("dev.log"),
-        &env,
-    );
-    let url_file = data.join("database-url");
-    eventually("pgfleet dev is up", Duration::from_secs(60), || async {
-        Ok(url_file.exists().then_some(()))
+    let args = ["dev", "--port", "0", "--status-every", "1"];
+    let mut dev = spawn(None, &args, &dir.join("dev.log"), &env);
+    let out_file = dir.join("dev.out");
+    let base = eventually("pgfleet ready", Duration::from_secs(60), || async {
+        let out = std::fs::read_to_string(&out_file).unwrap_or_default();
+        Ok(out
+            .lines()
+            .find_map(|l| l.strip_prefix("pgfleet ready: "))
+            .map(str::to_owned))
     })
     .await?;
+    let out = std::fs::read_to_string(&out_file)?;
+    assert!(out.contains("/docs"), "{out}");
+    // A signed payment webhook, with the dev secret pgfleet dev printed and kept.
+    let secret = std::fs::read_to_string(data.join("dev-webhook-secret"))?;
+    assert!(out.contains(secret.trim()), "the dev secret is printed");
+    let body = r#"{"event_id":"evt_dev","type":"payment.succeeded","amount":500,"currency":"USD"}"#;
+    let ts = chrono::Utc::now().timestamp();
+    let sig = WebhookSecret::parse(secret.trim())
+        .map_err(anyhow::Error::msg)?
+        .sign("m1", ts, body.as_bytes());
+    let r = reqwest::Client::new()
+        .post(format!("{base}/webhooks/payments"))
+        .header("webhook-id", "m1")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
     let enqueue = std::process::Command::new(BIN)
         .args(["enqueue", "noop", "--count", "20"])
         .env_remove("DATABASE_URL")
@@ -36,10 +57,10 @@ async fn pgfleet_dev_runs_everything_on_a_private_postgres() -> anyhow::Result<(
         "{}",
         String::from_utf8_lossy(&enqueue.stderr)
     );
-    let url = std::fs::read_to_string(&url_file)?;
+    let url = std::fs::read_to_string(data.join("database-url"))?;
     let pool = sqlx::PgPool::connect(url.trim()).await?;
     eventually(
-        "jobs worked by the dev worker",
+        "jobs and the payment processed",
         Duration::from_secs(20),
         || async {
             let n: i64 = sqlx::query_scalar(
@@ -47,18 +68,21 @@ async fn pgfleet_dev_runs_everything_on_a_private_postgres() -> anyhow::Result<(
             )
             .fetch_one(&pool)
             .await?;
-            Ok((n == 20).then_some(()))
+            let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.payments")
+                .fetch_one(&pool)
+                .await?;
+            Ok((n == 21 && paid == 1).then_some(()))
         },
     )
     .await?;
     pool.close().await;
     signal(&dev, "INT");
-    let status = wait_exit(&mut dev, Duration::from_secs(30)).await;
+    let status = wait_exit(&mut dev, Duration::from_secs(40)).await;
     assert!(status.success(), "Ctrl-C exits 0, got {status}");
-    assert!(!url_file.exists(), "the dev URL file is removed on exit");
-    let log = std::fs::read_to_string(dir.join("dev.out"))?;
-    assert!(log.contains("pgfleet dev is running"), "{log}");
-    // The private cluster is stopped by its watchdog once pgfleet dev is gone.
+    assert!(
+        !data.join("database-url").exists(),
+        "the dev URL file is removed on exit"
+    );
     eventually(
         "private PostgreSQL stopped",
         Duration::from_secs(20),

@@ -94,3 +94,67 @@ pub fn rand_suffix() -> String {
             .as_nanos()
     )
 }
+
+/// SIGTERM in the middle of a burn-down: the worker stops claiming, lets its in-flight jobs
+/// finish, deregisters and exits 0; nothing is left running, nothing is lost, and a second
+/// worker finishes the rest with every job completed on its first attempt (none ran twice).
+#[tokio::test]
+async fn sigterm_during_a_burn_down_loses_nothing_and_runs_nothing_twice() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    assert!(pgfleet(&db.url, &["migrate"]).status.success());
+    let out = pgfleet(
+        &db.url,
+        &[
+            "enqueue",
+            "sleep",
+            "--payload",
+            r#"{"ms": 20}"#,
+            "--count",
+            "400",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = std::env::temp_dir().join(format!("pgfleet-it-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir)?;
+    let args = ["worker", "--concurrency", "20", "--health-addr", ""];
+    let mut first = spawn(Some(&db.url), &args, &dir.join("first.log"), &[]);
+    eventually(
+        "the burn-down is under way",
+        Duration::from_secs(20),
+        || async { Ok((completed(&db).await? >= 60).then_some(())) },
+    )
+    .await?;
+    signal(&first, "TERM");
+    let status = wait_exit(&mut first, Duration::from_secs(30)).await;
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    let running: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs WHERE state = 'running'")
+            .fetch_one(&db.pool)
+            .await?;
+    assert_eq!(running, 0, "in-flight jobs finished or were released");
+    let done_by_first = completed(&db).await?;
+    assert!(
+        done_by_first < 400,
+        "stopped part-way ({done_by_first} done)"
+    );
+    let mut second = spawn(Some(&db.url), &args, &dir.join("second.log"), &[]);
+    eventually("the rest is done", Duration::from_secs(30), || async {
+        Ok((completed(&db).await? == 400).then_some(()))
+    })
+    .await?;
+    signal(&second, "TERM");
+    assert!(wait_exit(&mut second, Duration::from_secs(30))
+        .await
+        .success());
+    let reruns: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs_finished WHERE attempt <> 1")
+            .fetch_one(&db.pool)
+            .await?;
+    assert_eq!(reruns, 0, "no job ran twice");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(left, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! # pgfleet-gateway
+//!
+//! The HTTP front door: signed webhook ingest (stored once, processing enqueued in the same
+//! transaction), the jobs / queues / workers / partitions API under `/v1`, the seed systems'
+//! aliases, health probes, and an OpenAPI 3.1 document generated from the code (`/openapi.json`,
+//! Swagger UI at `/docs`). Errors are `application/problem+json` naming the field.
+//!
+//! Only this crate knows HTTP; the queue library stays free of it.
+
+pub mod auth;
+pub mod config;
+pub mod jobs;
+pub mod problem;
+pub mod queues;
+pub mod signature;
+pub mod tasks;
+pub mod webhooks;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderName, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pgfleet_queue::Queue;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+pub use config::GatewayConfig;
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    /// The queue (its pool commits durably: acknowledged means committed).
+    pub queue: Queue,
+    /// Settings.
+    pub config: Arc<GatewayConfig>,
+}
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "pgfleet", description = "Background jobs on PostgreSQL: webhook ingest and the jobs API."),
+    paths(
+        webhooks::receive,
+        jobs::create, jobs::create_batch, jobs::get, jobs::list, jobs::retry, jobs::cancel, jobs::delete,
+        queues::list, queues::pause, queues::resume, queues::workers, queues::partitions,
+        queues::start, queues::stop, tasks::create, tasks::list, healthz, readyz,
+    ),
+    components(schemas(problem::Problem)),
+    modifiers(&Security),
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Probe {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Probe)))]
+async fn healthz() -> Json<Probe> {
+    Json(Probe {
+        status: "ok",
+        reason: None,
+    })
+}
+
+/// Readiness: the database answers and every migration is applied.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Probe), (status = 503, body = Probe)))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
+    let check = pgfleet_queue::migrate::is_up_to_date(state.queue.pool());
+    match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
+        Ok(Ok(true)) => (
+            StatusCode::OK,
+            Json(Probe {
+                status: "ready",
+                reason: None,
+            }),
+        ),
+        Ok(Ok(false)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Probe {
+                status: "not ready",
+                reason: Some("migrations are not applied".into()),
+            }),
+        ),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Probe {
+                status: "not ready",
+                reason: Some(format!("database: {e}")),
+            }),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Probe {
+                status: "not ready",
+                reason: Some("database did not answer within 2 s".into()),
+            }),
+        ),
+    }
+}
+
+async fn not_found() -> problem::ApiError {
+    problem::ApiError::NotFound("no such route".into())
+}
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let timeout = state.config.timeout;
+    let api = Router::new()
+        .route("/webhooks/{source}", post(webhooks::receive))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/batch", post(jobs::create_batch))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/queues", get(queues::list))
+        .route("/v1/queues/{name}/pause", post(queues::pause))
+        .route("/v1/queues/{name}/resume", post(queues::resume))
+        .route("/v1/workers", get(queues::workers))
+        .route("/v1/partitions", get(queues::partitions))
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/start", post(queues::start))
+        .route("/stop", post(queues::stop))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state);
+    Router::new()
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(api)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Serves the gateway on `listener` until `shutdown` is cancelled (in-flight requests finish).
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

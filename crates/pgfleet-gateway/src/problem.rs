@@ -1,0 +1,176 @@
+//! Errors as RFC 9457 `application/problem+json`, mapped to HTTP in one place.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pgfleet_queue::QueueError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
+    /// The offending field, when one is to blame (JSON path such as `amount` or `jobs[3].queue`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Every error a route can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Body is not JSON (400).
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// A field is missing, of the wrong type or invalid (422).
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// No or bad credentials (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Credentials lack the scope (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Nothing there (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The resource is in a state that forbids the action (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Body over the limit (413).
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The database is unavailable or failed (503); the cause is logged, not shown.
+    #[error("service unavailable")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// Shorthand for [`ApiError::Invalid`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed-json",
+            ApiError::Invalid { .. } => "invalid-field",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge(_) => "body-too-large",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The problem document for this error.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            kind: format!("https://pgfleet.dev/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            field: match self {
+                ApiError::Invalid { field, .. } => Some(field.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Unavailable(cause) = &self {
+            tracing::error!(cause = %cause, "request failed: database unavailable");
+        }
+        let p = self.problem();
+        let body = serde_json::to_vec(&p).unwrap_or_default();
+        (
+            self.status(),
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Invalid { field, reason } => ApiError::invalid(field, reason),
+            QueueError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
+            QueueError::WrongState { .. } => ApiError::Conflict(e.to_string()),
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+/// Parses a JSON body into `T`: syntax errors are 400; missing fields and wrong types are
+/// 422 naming the field's path.
+///
+/// # Errors
+/// [`ApiError::MalformedJson`] or [`ApiError::Invalid`].
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io => ApiError::MalformedJson(inner.to_string()),
+            serde_json::error::Category::Data => {
+                let msg = inner.to_string();
+                // "missing field `x`" is reported at the parent: name the field itself.
+                let field = msg
+                    .strip_prefix("missing field `")
+                    .and_then(|r| r.split('`').next())
+                    .map(|f| {
+                        if path == "." {
+                            f.to_owned()
+                        } else {
+                            format!("{path}.{f}")
+                        }
+                    })
+                    .unwrap_or(if path == "." { "body".to_owned() } else { path });
+                ApiError::invalid(field, msg)
+            }
+        }
+    })
+}

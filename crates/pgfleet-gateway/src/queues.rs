@@ -1,0 +1,227 @@
+//! Queues (stats, pause, resume), workers and partition ownership, and the seed's
+//! `POST /start` / `POST /stop` aliases (resume / pause every queue).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::{Authed, ADMIN, READ};
+use crate::problem::{ApiError, Problem};
+use crate::AppState;
+
+/// One queue's numbers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueDto {
+    /// Name.
+    pub name: String,
+    /// Paused?
+    pub paused: bool,
+    /// Runnable now.
+    pub available: i64,
+    /// Scheduled for later.
+    pub scheduled: i64,
+    /// Waiting for a retry.
+    pub retryable: i64,
+    /// Held by workers.
+    pub running: i64,
+    /// Completed in the last minute.
+    pub completed_last_minute: i64,
+    /// Discarded in the last minute.
+    pub discarded_last_minute: i64,
+    /// Age of the oldest runnable job (lag), seconds.
+    pub oldest_available_age_secs: f64,
+}
+
+async fn all_queues(state: &AppState) -> Result<Vec<QueueDto>, ApiError> {
+    Ok(state
+        .queue
+        .stats()
+        .await?
+        .into_iter()
+        .map(|q| QueueDto {
+            name: q.queue,
+            paused: q.paused,
+            available: q.total.available,
+            scheduled: q.total.scheduled,
+            retryable: q.total.retryable,
+            running: q.total.running,
+            completed_last_minute: q.total.completed_last_minute,
+            discarded_last_minute: q.total.discarded_last_minute,
+            oldest_available_age_secs: q.total.oldest_available_age_secs,
+        })
+        .collect())
+}
+
+/// Every queue's statistics.
+#[utoipa::path(get, path = "/v1/queues", tag = "queues", responses((status = 200, body = Vec<QueueDto>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    _a: Authed<READ>,
+) -> Result<Json<Vec<QueueDto>>, ApiError> {
+    Ok(Json(all_queues(&state).await?))
+}
+
+async fn one(state: &AppState, name: &str) -> Result<QueueDto, ApiError> {
+    all_queues(state)
+        .await?
+        .into_iter()
+        .find(|q| q.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("queue {name:?} not found")))
+}
+
+/// Pauses a queue: every worker stops claiming from it at its next claim.
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues", params(("name" = String, Path)),
+    responses((status = 200, body = QueueDto), (status = 422, body = Problem)))]
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    _a: Authed<ADMIN>,
+) -> Result<Json<QueueDto>, ApiError> {
+    state.queue.pause_queue(&name).await?;
+    Ok(Json(one(&state, &name).await?))
+}
+
+/// Resumes a paused queue.
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues", params(("name" = String, Path)),
+    responses((status = 200, body = QueueDto), (status = 422, body = Problem)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    _a: Authed<ADMIN>,
+) -> Result<Json<QueueDto>, ApiError> {
+    state.queue.resume_queue(&name).await?;
+    Ok(Json(one(&state, &name).await?))
+}
+
+/// What `/start` and `/stop` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Switched {
+    /// Always true.
+    pub ok: bool,
+    /// `running` or `stopped`.
+    pub status: &'static str,
+    /// The queues switched.
+    pub queues: Vec<String>,
+}
+
+async fn switch_all(state: &AppState, run: bool) -> Result<Json<Switched>, ApiError> {
+    let names: Vec<String> = all_queues(state)
+        .await?
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    for n in &names {
+        if run {
+            state.queue.resume_queue(n).await?;
+        } else {
+            state.queue.pause_queue(n).await?;
+        }
+    }
+    Ok(Json(Switched {
+        ok: true,
+        status: if run { "running" } else { "stopped" },
+        queues: names,
+    }))
+}
+
+/// Seed alias: resume every queue.
+#[utoipa::path(post, path = "/start", tag = "aliases", responses((status = 200, body = Switched)))]
+pub async fn start(
+    State(state): State<AppState>,
+    _a: Authed<ADMIN>,
+) -> Result<Json<Switched>, ApiError> {
+    switch_all(&state, true).await
+}
+
+/// Seed alias: pause every queue.
+#[utoipa::path(post, path = "/stop", tag = "aliases", responses((status = 200, body = Switched)))]
+pub async fn stop(
+    State(state): State<AppState>,
+    _a: Authed<ADMIN>,
+) -> Result<Json<Switched>, ApiError> {
+    switch_all(&state, false).await
+}
+
+/// A live worker and the partitions it owns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerDto {
+    /// Id.
+    pub id: String,
+    /// Pool.
+    pub pool: String,
+    /// Host.
+    pub hostname: String,
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Slots.
+    pub concurrency: i32,
+    /// Partitions leased now.
+    pub partitions: Vec<i16>,
+    /// Last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+/// Live workers.
+#[utoipa::path(get, path = "/v1/workers", tag = "fleet", responses((status = 200, body = Vec<WorkerDto>)))]
+pub async fn workers(
+    State(state): State<AppState>,
+    _a: Authed<READ>,
+) -> Result<Json<Vec<WorkerDto>>, ApiError> {
+    let leases = state.queue.partition_leases(None).await?;
+    let out = state
+        .queue
+        .workers(None)
+        .await?
+        .into_iter()
+        .map(|w| WorkerDto {
+            partitions: leases
+                .iter()
+                .filter(|l| l.worker_id == w.id)
+                .map(|l| l.partition)
+                .collect(),
+            id: w.id,
+            pool: w.pool,
+            hostname: w.hostname,
+            queues: w.queues,
+            concurrency: w.concurrency,
+            heartbeat_at: w.heartbeat_at,
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+/// A partition lease.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionDto {
+    /// Pool.
+    pub pool: String,
+    /// Partition.
+    pub partition: i16,
+    /// Owner.
+    pub worker_id: String,
+    /// Lease expiry.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Who owns which partition.
+#[utoipa::path(get, path = "/v1/partitions", tag = "fleet", responses((status = 200, body = Vec<PartitionDto>)))]
+pub async fn partitions(
+    State(state): State<AppState>,
+    _a: Authed<READ>,
+) -> Result<Json<Vec<PartitionDto>>, ApiError> {
+    let out = state
+        .queue
+        .partition_leases(None)
+        .await?
+        .into_iter()
+        .map(|l| PartitionDto {
+            pool: l.pool,
+            partition: l.partition,
+            worker_id: l.worker_id,
+            expires_at: l.expires_at,
+        })
+        .collect();
+    Ok(Json(out))
+}

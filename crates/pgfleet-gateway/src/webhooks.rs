@@ -1,0 +1,180 @@
+//! Webhook ingest: `POST /webhooks/{source}`.
+//!
+//! The signature (Standard Webhooks) is checked over the raw bytes first; then the body is
+//! validated (payments: amount and currency too); then, in one transaction, the event is
+//! stored once per (source, event id) and its processing job enqueued. 202 after commit; a
+//! redelivery answers 200 with the stored event and writes nothing.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pgfleet_queue::NewJob;
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::auth::read_body;
+use crate::problem::{parse_json, ApiError, Problem};
+use crate::signature::verify_webhook;
+use crate::AppState;
+
+/// A stored webhook event.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct StoredEvent {
+    /// Source (`payments`, ...).
+    pub source: String,
+    /// Provider's event id.
+    pub event_id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    /// received | processing | done | failed.
+    pub status: String,
+    /// Processing attempts so far.
+    pub attempts: i32,
+    /// The last processing error.
+    pub last_error: Option<String>,
+    /// The processing job.
+    pub job_id: Option<i64>,
+    /// When it arrived.
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The answer to an accepted (202) or redelivered (200) event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Always true.
+    pub ok: bool,
+    /// The event id.
+    pub event_id: String,
+    /// The processing job (202) — or the stored event (200).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<i64>,
+    /// The stored event, on a redelivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<StoredEvent>,
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The job kind that processes events of `source`.
+pub fn job_kind(source: &str) -> String {
+    if source == "payments" {
+        pgfleet_payments::KIND.to_owned()
+    } else {
+        format!("webhooks.{source}")
+    }
+}
+
+/// Receives a signed webhook.
+#[utoipa::path(post, path = "/webhooks/{source}", tag = "webhooks",
+    params(("source" = String, Path, description = "configured webhook source, e.g. payments")),
+    request_body(content = Object, description = "the provider's event (payments: event_id, type, amount, currency, occurred_at)"),
+    responses(
+        (status = 202, description = "stored and queued", body = Accepted),
+        (status = 200, description = "a redelivery: nothing written", body = Accepted),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 413, body = Problem), (status = 422, body = Problem)))]
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let secrets = state
+        .config
+        .webhook_secrets
+        .get(&source)
+        .ok_or_else(|| ApiError::NotFound(format!("no webhook source named {source:?}")))?
+        .clone();
+    let headers = req.headers().clone();
+    let body = read_body(req, state.config.body_limit).await?;
+    verify_webhook(
+        &secrets,
+        header(&headers, "webhook-id"),
+        header(&headers, "webhook-timestamp"),
+        header(&headers, "webhook-signature"),
+        &body,
+        chrono::Utc::now().timestamp(),
+        state.config.tolerance.as_secs() as i64,
+    )
+    .map_err(|e| ApiError::Unauthorized(format!("webhook signature: {e}")))?;
+    let payload: Value = parse_json(&body)?;
+    let (event_id, kind) = if source == "payments" {
+        let e = pgfleet_payments::validate(&payload)
+            .map_err(|e| ApiError::invalid(e.field, e.reason))?;
+        (e.event_id, e.kind)
+    } else {
+        let text = |f: &'static str| {
+            payload
+                .get(f)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty() && s.len() <= 255)
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::invalid(f, "is required: a string of 1 to 255 characters"))
+        };
+        (text("event_id")?, text("type")?)
+    };
+    store(&state, &source, &event_id, &kind, payload).await
+}
+
+async fn store(
+    state: &AppState,
+    source: &str,
+    event_id: &str,
+    kind: &str,
+    payload: Value,
+) -> Result<Response, ApiError> {
+    let mut tx = state.queue.pool().begin().await?;
+    let row: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO pgfleet.webhook_events (source, event_id, type, payload) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
+    )
+    .bind(source)
+    .bind(event_id)
+    .bind(kind)
+    .bind(&payload)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((row_id,)) = row else {
+        drop(tx);
+        let event: StoredEvent = sqlx::query_as(
+            "SELECT source, event_id, type, status, attempts, last_error, job_id, received_at \
+             FROM pgfleet.webhook_events WHERE source = $1 AND event_id = $2",
+        )
+        .bind(source)
+        .bind(event_id)
+        .fetch_one(state.queue.pool())
+        .await?;
+        let body = Accepted {
+            ok: true,
+            event_id: event_id.to_owned(),
+            job_id: None,
+            event: Some(event),
+        };
+        return Ok((StatusCode::OK, Json(body)).into_response());
+    };
+    let job = NewJob::new(&state.config.webhook_queue, job_kind(source))
+        .payload(json!({"webhook_event_id": row_id, "source": source, "event_id": event_id}))
+        .partition_key(event_id)
+        .unique_key(format!("webhook:{source}:{event_id}"));
+    let (enqueued, wakeups) = state.queue.enqueue_in(&mut tx, &[job]).await?;
+    let job_id = enqueued.first().map(|e| e.id);
+    sqlx::query("UPDATE pgfleet.webhook_events SET job_id = $2 WHERE id = $1")
+        .bind(row_id)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    state.queue.wake(wakeups);
+    let body = Accepted {
+        ok: true,
+        event_id: event_id.to_owned(),
+        job_id,
+        event: None,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}

@@ -1,0 +1,212 @@
+use serde_json::Value;
+
+use crate::{counts, post_webhook, spawn_gateway, ADMIN_KEY, READ_KEY, SECRET};
+use pgfleet_gateway::signature::WebhookSecret;
+
+async fn problem(r: reqwest::Response, status: u16) -> Value {
+    assert_eq!(r.status(), status);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(ct, "application/problem+json");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], status);
+    v
+}
+
+#[tokio::test]
+async fn every_bad_webhook_gets_its_status_a_problem_body_and_writes_nothing() -> anyhow::Result<()>
+{
+    let g = spawn_gateway().await?;
+    let before = counts(&g).await?;
+    let good = |amount: &str, currency: &str| {
+        format!(
+            r#"{{"event_id":"evt_x","type":"payment.succeeded","amount":{amount},"currency":"{currency}"}}"#
+        )
+    };
+    // Malformed JSON: 400.
+    problem(post_webhook(&g, "payments", "m1", "{not json").await, 400).await;
+    // Missing field / wrong type / bad values: 422 naming the field.
+    for (body, field) in [
+        (
+            r#"{"type":"t","amount":1,"currency":"EUR"}"#.to_owned(),
+            "event_id",
+        ),
+        (good("\"-5\"", "EUR"), "amount"),
+        (good("0", "EUR"), "amount"),
+        (good("19.99", "EUR"), "amount"),
+        (good("100", "XYZ"), "currency"),
+        (
+            r#"{"event_id":"e","type":7,"amount":1,"currency":"EUR"}"#.to_owned(),
+            "type",
+        ),
+    ] {
+        let v = problem(post_webhook(&g, "payments", "m2", &body).await, 422).await;
+        assert_eq!(v["field"], field, "{body}");
+    }
+    // Oversized body: 413.
+    let big = format!(r#"{{"event_id":"e","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    problem(post_webhook(&g, "payments", "m3", &big).await, 413).await;
+    // Signatures: missing, wrong, stale.
+    let body = good("100", "EUR");
+    let r = g
+        .http
+        .post(format!("{}/webhooks/payments", g.base))
+        .body(body.clone())
+        .send()
+        .await?;
+    let v = problem(r, 401).await;
+    assert!(v["detail"].as_str().unwrap().contains("webhook-id"));
+    let ts = chrono::Utc::now().timestamp();
+    let wrong = WebhookSecret::parse("whsec_d3Jvbmc=")
+        .unwrap()
+        .sign("m4", ts, body.as_bytes());
+    let r = g
+        .http
+        .post(format!("{}/webhooks/payments", g.base))
+        .header("webhook-id", "m4")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", wrong)
+        .body(body.clone())
+        .send()
+        .await?;
+    problem(r, 401).await;
+    let old = ts - 3600;
+    let stale = WebhookSecret::parse(SECRET)
+        .unwrap()
+        .sign("m5", old, body.as_bytes());
+    let r = g
+        .http
+        .post(format!("{}/webhooks/payments", g.base))
+        .header("webhook-id", "m5")
+        .header("webhook-timestamp", old.to_string())
+        .header("webhook-signature", stale)
+        .body(body.clone())
+        .send()
+        .await?;
+    let v = problem(r, 401).await;
+    assert!(v["detail"].as_str().unwrap().contains("tolerance"));
+    // Unknown source: 404.
+    problem(post_webhook(&g, "nobody", "m6", &body).await, 404).await;
+    assert_eq!(counts(&g).await?, before, "no table changed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn api_auth_and_validation_errors() -> anyhow::Result<()> {
+    let g = spawn_gateway().await?;
+    let before = counts(&g).await?;
+    let url = format!("{}/v1/jobs", g.base);
+    // No credentials, unknown key, read key writing.
+    problem(
+        g.http.post(&url).body(r#"{"kind":"noop"}"#).send().await?,
+        401,
+    )
+    .await;
+    problem(
+        g.http
+            .post(&url)
+            .bearer_auth("nope-nope-nope-nope")
+            .body(r#"{"kind":"noop"}"#)
+            .send()
+            .await?,
+        401,
+    )
+    .await;
+    problem(
+        g.http
+            .post(&url)
+            .bearer_auth(READ_KEY)
+            .body(r#"{"kind":"noop"}"#)
+            .send()
+            .await?,
+        403,
+    )
+    .await;
+    // Bad bodies.
+    let v = problem(
+        g.http
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .body(r#"{"queue":"q"}"#)
+            .send()
+            .await?,
+        422,
+    )
+    .await;
+    assert_eq!(v["field"], "kind");
+    let v = problem(
+        g.http
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .body(r#"{"kind":"noop","max_attempts":"x"}"#)
+            .send()
+            .await?,
+        422,
+    )
+    .await;
+    assert_eq!(v["field"], "max_attempts");
+    let v = problem(
+        g.http
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .body(r#"{"kind":"noop","max_attempts":-1}"#)
+            .send()
+            .await?,
+        422,
+    )
+    .await;
+    assert_eq!(v["field"], "max_attempts");
+    let v = problem(
+        g.http
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .body(r#"{"kind":"noop","colour":"red"}"#)
+            .send()
+            .await?,
+        422,
+    )
+    .await;
+    assert!(v["detail"].as_str().unwrap().contains("colour"));
+    problem(
+        g.http
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .body("[")
+            .send()
+            .await?,
+        400,
+    )
+    .await;
+    let batch = r#"{"jobs":[{"kind":"noop"},{"kind":"noop","queue":"bad queue"}]}"#;
+    let v = problem(
+        g.http
+            .post(format!("{url}/batch"))
+            .bearer_auth(ADMIN_KEY)
+            .body(batch)
+            .send()
+            .await?,
+        422,
+    )
+    .await;
+    assert_eq!(v["field"], "jobs[1].queue");
+    let v = problem(
+        g.http
+            .get(format!("{url}?state=finished"))
+            .bearer_auth(READ_KEY)
+            .send()
+            .await?,
+        422,
+    )
+    .await;
+    assert_eq!(v["field"], "state");
+    problem(
+        g.http
+            .get(format!("{url}/999"))
+            .bearer_auth(READ_KEY)
+            .send()
+            .await?,
+        404,
+    )
+    .await;
+    assert_eq!(counts(&g).await?, before, "no table changed");
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Gateway tests: a real HTTP server on port 0, a real PostgreSQL, a real worker.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod bad_input;
+mod webhooks;
+
+use std::sync::Arc;
+
+use pgfleet_gateway::config::{ApiKey, Scope};
+use pgfleet_gateway::signature::WebhookSecret;
+use pgfleet_gateway::{AppState, GatewayConfig};
+use pgfleet_queue::Queue;
+use pgfleet_testkit::TestDb;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
+pub const READ_KEY: &str = "read-key-0123456789abcdef";
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const HMAC: &str = "hmac-secret-for-tests";
+
+pub struct Gateway {
+    pub db: TestDb,
+    pub queue: Queue,
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn spawn_gateway() -> anyhow::Result<Gateway> {
+    let (db, queue) = pgfleet_testkit::migrated().await?;
+    let mut config = GatewayConfig::default();
+    config.api_keys = vec![
+        ApiKey {
+            hash: pgfleet_gateway::config::hash_key(ADMIN_KEY),
+            scope: Scope::Admin,
+        },
+        ApiKey {
+            hash: pgfleet_gateway::config::hash_key(READ_KEY),
+            scope: Scope::Read,
+        },
+    ];
+    config.webhook_secrets.insert(
+        "payments".into(),
+        vec![WebhookSecret::parse(SECRET).unwrap()],
+    );
+    config
+        .webhook_secrets
+        .insert("github".into(), vec![WebhookSecret::parse(SECRET).unwrap()]);
+    config.hmac_secret = Some(HMAC.as_bytes().to_vec());
+    config.body_limit = 64 * 1024;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let stop = CancellationToken::new();
+    let state = AppState {
+        queue: queue.clone(),
+        config: Arc::new(config),
+    };
+    tokio::spawn(pgfleet_gateway::serve(listener, state, stop.clone()));
+    Ok(Gateway {
+        db,
+        queue,
+        base,
+        http: reqwest::Client::new(),
+        stop,
+    })
+}
+
+/// Signs and posts a webhook body.
+pub async fn post_webhook(g: &Gateway, source: &str, id: &str, body: &str) -> reqwest::Response {
+    let ts = chrono::Utc::now().timestamp();
+    let sig = WebhookSecret::parse(SECRET)
+        .unwrap()
+        .sign(id, ts, body.as_bytes());
+    g.http
+        .post(format!("{}/webhooks/{source}", g.base))
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Row counts of every table a request could write.
+pub async fn counts(g: &Gateway) -> anyhow::Result<(i64, i64, i64, i64)> {
+    let q = |t: &'static str| {
+        let pool = g.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {t}"))
+                .fetch_one(&pool)
+                .await
+        }
+    };
+    Ok((
+        q("pgfleet.webhook_events").await?,
+        q("pgfleet.jobs").await?,
+        q("pgfleet.payments").await?,
+        q("pgfleet.unique_keys").await?,
+    ))
+}
+
+/// Starts a worker (with the payments handler) on the gateway's database.
+pub async fn start_worker(
+    g: &Gateway,
+    queues: &[&str],
+) -> anyhow::Result<(
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), pgfleet_worker::WorkerError>>,
+)> {
+    let pool = g.db.new_pool(5).await?;
+    let queue = Queue::new(pool.clone()).await?;
+    let mut registry = pgfleet_worker::Registry::builtin();
+    registry.with_payments(pool);
+    let mut config =
+        pgfleet_worker::WorkerConfig::new("pool", queues.iter().map(|s| s.to_string()).collect());
+    config.ownership_ttl = std::time::Duration::from_millis(1500);
+    let worker = pgfleet_worker::Worker::new(queue, g.db.options.clone(), config, registry)?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker.run(stop.clone()));
+    Ok((stop, task))
+}

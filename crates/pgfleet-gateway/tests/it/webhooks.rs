@@ -1,0 +1,65 @@
+use std::time::Duration;
+
+use pgfleet_testkit::eventually;
+use serde_json::Value;
+
+use crate::{counts, post_webhook, spawn_gateway, start_worker};
+
+#[tokio::test]
+async fn a_signed_payment_is_stored_once_processed_and_recorded_in_the_ledger() -> anyhow::Result<()>
+{
+    let g = spawn_gateway().await?;
+    let (stop, worker) = start_worker(&g, &["default"]).await?;
+    let body = r#"{"event_id":"evt_100","type":"payment.succeeded","amount":"1999","currency":"eur","occurred_at":"2026-11-22T10:00:00Z","customer_id":"user-7"}"#;
+    let r = post_webhook(&g, "payments", "msg_1", body).await;
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await?;
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["event_id"], "evt_100");
+    eventually("event processed", Duration::from_secs(10), || async {
+        let status: String = sqlx::query_scalar(
+            "SELECT status FROM pgfleet.webhook_events WHERE event_id = 'evt_100'",
+        )
+        .fetch_one(&g.db.pool)
+        .await?;
+        Ok((status == "done").then_some(()))
+    })
+    .await?;
+    let (amount, currency, user): (i64, String, Option<String>) =
+        sqlx::query_as("SELECT amount_minor, currency::text, user_id FROM pgfleet.payments WHERE event_id = 'evt_100'")
+            .fetch_one(&g.db.pool)
+            .await?;
+    assert_eq!(
+        (amount, currency.as_str(), user.as_deref()),
+        (1999, "EUR", Some("user-7"))
+    );
+    // A redelivery: 200 with the stored event, nothing written.
+    let before = counts(&g).await?;
+    let jobs_before: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs_finished")
+        .fetch_one(&g.db.pool)
+        .await?;
+    let r = post_webhook(&g, "payments", "msg_1b", body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await?;
+    assert_eq!(v["event"]["status"], "done");
+    assert_eq!(counts(&g).await?, before);
+    let jobs_after: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs_finished")
+        .fetch_one(&g.db.pool)
+        .await?;
+    assert_eq!(jobs_after, jobs_before, "no second job");
+    stop.cancel();
+    worker.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn other_sources_are_stored_and_queued_the_same_way() -> anyhow::Result<()> {
+    let g = spawn_gateway().await?;
+    let r = post_webhook(&g, "github", "d1", r#"{"event_id":"gh_1","type":"push"}"#).await;
+    assert_eq!(r.status(), 202);
+    let kind: String = sqlx::query_scalar("SELECT kind FROM pgfleet.jobs")
+        .fetch_one(&g.db.pool)
+        .await?;
+    assert_eq!(kind, "webhooks.github");
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! `pgfleet gateway`: the HTTP API and webhook ingest.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use pgfleet_gateway::{AppState, GatewayConfig};
+use pgfleet_queue::Queue;
+
+use crate::database::DbArgs;
+
+/// Gateway flags (shared with `pgfleet dev`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayFlags {
+    /// API keys, `key:scope` entries (scope: read, write, admin), comma separated.
+    #[arg(
+        long,
+        env = "PGFLEET_API_KEYS",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub api_keys: String,
+    /// Webhook secrets, `source=whsec_...` entries; repeat a source to rotate.
+    #[arg(
+        long,
+        env = "PGFLEET_WEBHOOK_SECRETS",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub webhook_secrets: String,
+    /// Secret for HMAC-signed API requests (X-Timestamp, X-Signature).
+    #[arg(long, env = "PGFLEET_HMAC_SECRET", hide_env_values = true)]
+    pub hmac_secret: Option<String>,
+    /// Signature timestamp tolerance, seconds.
+    #[arg(long, env = "PGFLEET_SIGNATURE_TOLERANCE_SECS", default_value_t = 300)]
+    pub tolerance_secs: u64,
+    /// Largest request body, bytes.
+    #[arg(long, env = "PGFLEET_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Queue that webhook processing jobs go to.
+    #[arg(long, env = "PGFLEET_WEBHOOK_QUEUE", default_value = "default")]
+    pub webhook_queue: String,
+}
+
+impl GatewayFlags {
+    /// The gateway configuration.
+    ///
+    /// # Errors
+    /// Malformed keys or secrets (the message names the variable).
+    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
+        Ok(GatewayConfig {
+            api_keys: GatewayConfig::parse_api_keys(&self.api_keys).map_err(anyhow::Error::msg)?,
+            webhook_secrets: GatewayConfig::parse_webhook_secrets(&self.webhook_secrets)
+                .map_err(anyhow::Error::msg)?,
+            hmac_secret: self
+                .hmac_secret
+                .clone()
+                .filter(|s| !s.is_empty())
+                .map(String::into_bytes),
+            tolerance: Duration::from_secs(self.tolerance_secs),
+            body_limit: self.body_limit,
+            webhook_queue: self.webhook_queue.clone(),
+            ..GatewayConfig::default()
+        })
+    }
+}
+
+/// `pgfleet gateway`.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Address to listen on.
+    #[arg(long, env = "PGFLEET_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[command(flatten)]
+    gateway: GatewayFlags,
+}
+
+/// Runs the gateway until SIGINT/SIGTERM.
+///
+/// # Errors
+/// Bad configuration, an unreachable database, or a port in use.
+pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let config = args.gateway.config()?;
+    if config.api_keys.is_empty() && config.hmac_secret.is_none() {
+        anyhow::bail!("no credentials configured: set PGFLEET_API_KEYS or PGFLEET_HMAC_SECRET");
+    }
+    let pool = args.db.connect().await?;
+    pgfleet_queue::migrate::migrate(&pool, None).await?;
+    let queue = Queue::new(pool).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    let state = AppState {
+        queue: queue.clone(),
+        config: std::sync::Arc::new(config),
+    };
+    pgfleet_gateway::serve(listener, state, crate::shutdown_on_signal()).await?;
+    queue.close().await;
+    Ok(())
+}
