@@ -1,7 +1,8 @@
 -- Webhook ingest and the payment ledger.
 --
 -- An event is stored once per (source, event_id); its processing job is enqueued in the same
--- transaction. `payments` is the ledger the `payments.process` job upserts idempotently.
+-- transaction, with unique key `webhook:<source>:<event_id>` (which is how an event finds its
+-- job). `payments` is the ledger the `payments.process` job upserts idempotently.
 
 CREATE TABLE pgfleet.webhook_events (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -13,7 +14,6 @@ CREATE TABLE pgfleet.webhook_events (
                  CHECK (status IN ('received', 'processing', 'done', 'failed')),
     last_error   text,
     attempts     integer NOT NULL DEFAULT 0,
-    job_id       bigint,
     received_at  timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
     processed_at timestamptz,

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod ingest;
 pub mod jobs;
 pub mod problem;
 pub mod queues;
@@ -40,6 +41,21 @@ pub struct AppState {
     pub queue: Queue,
     /// Settings.
     pub config: Arc<GatewayConfig>,
+    /// The webhook group-commit writer.
+    pub ingest: ingest::Ingest,
+}
+
+impl AppState {
+    /// State for `queue` and `config`; starts the ingest writers (4 writers, batches of up
+    /// to 256 events). Must be called inside a Tokio runtime.
+    pub fn new(queue: Queue, config: GatewayConfig) -> Self {
+        let ingest = ingest::Ingest::spawn(queue.clone(), config.webhook_queue.clone(), 4, 256);
+        Self {
+            queue,
+            config: Arc::new(config),
+            ingest,
+        }
+    }
 }
 
 /// The OpenAPI document.

@@ -2,19 +2,20 @@
 //!
 //! The signature (Standard Webhooks) is checked over the raw bytes first; then the body is
 //! validated (payments: amount and currency too); then, in one transaction, the event is
-//! stored once per (source, event id) and its processing job enqueued. 202 after commit; a
+//! stored once per (source, event id) and its processing job enqueued — batched with other
+//! requests' events by the group-commit writer ([`crate::ingest`]). 202 after commit; a
 //! redelivery answers 200 with the stored event and writes nothing.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use pgfleet_queue::NewJob;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::auth::read_body;
+use crate::ingest::{job_key, Incoming, Stored};
 use crate::problem::{parse_json, ApiError, Problem};
 use crate::signature::verify_webhook;
 use crate::AppState;
@@ -128,53 +129,42 @@ async fn store(
     kind: &str,
     payload: Value,
 ) -> Result<Response, ApiError> {
-    let mut tx = state.queue.pool().begin().await?;
-    let row: Option<(i64,)> = sqlx::query_as(
-        "INSERT INTO pgfleet.webhook_events (source, event_id, type, payload) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
-    )
-    .bind(source)
-    .bind(event_id)
-    .bind(kind)
-    .bind(&payload)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((row_id,)) = row else {
-        drop(tx);
-        let event: StoredEvent = sqlx::query_as(
-            "SELECT source, event_id, type, status, attempts, last_error, job_id, received_at \
-             FROM pgfleet.webhook_events WHERE source = $1 AND event_id = $2",
-        )
-        .bind(source)
-        .bind(event_id)
-        .fetch_one(state.queue.pool())
-        .await?;
-        let body = Accepted {
-            ok: true,
-            event_id: event_id.to_owned(),
-            job_id: None,
-            event: Some(event),
-        };
-        return Ok((StatusCode::OK, Json(body)).into_response());
-    };
-    let job = NewJob::new(&state.config.webhook_queue, job_kind(source))
-        .payload(json!({"webhook_event_id": row_id, "source": source, "event_id": event_id}))
-        .partition_key(event_id)
-        .unique_key(format!("webhook:{source}:{event_id}"));
-    let (enqueued, wakeups) = state.queue.enqueue_in(&mut tx, &[job]).await?;
-    let job_id = enqueued.first().map(|e| e.id);
-    sqlx::query("UPDATE pgfleet.webhook_events SET job_id = $2 WHERE id = $1")
-        .bind(row_id)
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    state.queue.wake(wakeups);
-    let body = Accepted {
-        ok: true,
+    let incoming = Incoming {
+        source: source.to_owned(),
         event_id: event_id.to_owned(),
-        job_id,
-        event: None,
+        kind: kind.to_owned(),
+        payload,
+        job_kind: job_kind(source),
     };
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    match state.ingest.submit(incoming).await? {
+        Stored::Accepted { job_id } => {
+            let body = Accepted {
+                ok: true,
+                event_id: event_id.to_owned(),
+                job_id: Some(job_id),
+                event: None,
+            };
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+        }
+        Stored::Duplicate => {
+            let event: StoredEvent = sqlx::query_as(
+                "SELECT e.source, e.event_id, e.type, e.status, e.attempts, e.last_error, \
+                 u.job_id, e.received_at FROM pgfleet.webhook_events e \
+                 LEFT JOIN pgfleet.unique_keys u ON u.unique_key = $3 \
+                 WHERE e.source = $1 AND e.event_id = $2",
+            )
+            .bind(source)
+            .bind(event_id)
+            .bind(job_key(source, event_id))
+            .fetch_one(state.queue.pool())
+            .await?;
+            let body = Accepted {
+                ok: true,
+                event_id: event_id.to_owned(),
+                job_id: None,
+                event: Some(event),
+            };
+            Ok((StatusCode::OK, Json(body)).into_response())
+        }
+    }
 }

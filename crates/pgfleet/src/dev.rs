@@ -134,10 +134,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
     let addr = listener.local_addr()?;
-    let state = AppState {
-        queue: queue.clone(),
-        config: std::sync::Arc::new(config),
-    };
+    let state = AppState::new(queue.clone(), config);
     let server = tokio::spawn(pgfleet_gateway::serve(listener, state, stop.clone()));
     let url_file = args.data_dir.join("database-url");
     std::fs::write(&url_file, &url)?;

@@ -92,10 +92,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    let state = AppState {
-        queue: queue.clone(),
-        config: std::sync::Arc::new(config),
-    };
+    let state = AppState::new(queue.clone(), config);
     pgfleet_gateway::serve(listener, state, crate::shutdown_on_signal()).await?;
     queue.close().await;
     Ok(())

@@ -5,8 +5,6 @@ mod api;
 mod bad_input;
 mod webhooks;
 
-use std::sync::Arc;
-
 use pgfleet_gateway::config::{ApiKey, Scope};
 use pgfleet_gateway::signature::WebhookSecret;
 use pgfleet_gateway::{AppState, GatewayConfig};
@@ -58,10 +56,7 @@ pub async fn spawn_gateway() -> anyhow::Result<Gateway> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let stop = CancellationToken::new();
-    let state = AppState {
-        queue: queue.clone(),
-        config: Arc::new(config),
-    };
+    let state = AppState::new(queue.clone(), config);
     tokio::spawn(pgfleet_gateway::serve(listener, state, stop.clone()));
     Ok(Gateway {
         db,

@@ -63,3 +63,41 @@ async fn other_sources_are_stored_and_queued_the_same_way() -> anyhow::Result<()
     assert_eq!(kind, "webhooks.github");
     Ok(())
 }
+
+/// Concurrent requests share commits (group commit); a duplicated event id within the same
+/// batch is stored once, answered 202 once and 200 for the others.
+#[tokio::test]
+async fn concurrent_deliveries_share_commits_and_store_each_event_once() -> anyhow::Result<()> {
+    let g = std::sync::Arc::new(spawn_gateway().await?);
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let g = g.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = if i % 2 == 0 {
+                "evt_same".to_owned()
+            } else {
+                format!("evt_{i}")
+            };
+            let body = format!(
+                r#"{{"event_id":"{id}","type":"payment.succeeded","amount":100,"currency":"EUR"}}"#
+            );
+            post_webhook(&g, "payments", &format!("m{i}"), &body)
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await?);
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 202).count(),
+        41,
+        "40 distinct + the first of evt_same"
+    );
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 39);
+    let (events, jobs, _, keys) = counts(&g).await?;
+    assert_eq!((events, jobs, keys), (41, 41, 41));
+    Ok(())
+}

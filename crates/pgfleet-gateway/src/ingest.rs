@@ -1,0 +1,198 @@
+//! Group commit for webhook ingest.
+//!
+//! Every accepted webhook must be durable before its 2xx, and one commit (one WAL flush) per
+//! request caps ingest at the database's commit rate. Handlers therefore hand validated
+//! events to this batcher and wait; a few writer tasks each take whatever is pending (up to
+//! `max_batch`) and write it in one transaction of two statements — the events
+//! (`ON CONFLICT DO NOTHING`, so redeliveries write nothing) and their processing jobs — then
+//! answer every request of the batch after the commit. Under light load a batch is one
+//! request and nothing waits; under heavy load many requests share each commit.
+
+use std::sync::Arc;
+
+use pgfleet_queue::{NewJob, Queue};
+use serde_json::{json, Value};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::problem::ApiError;
+
+/// A validated event to store.
+#[derive(Debug)]
+pub struct Incoming {
+    /// Source.
+    pub source: String,
+    /// Provider's event id.
+    pub event_id: String,
+    /// Event type.
+    pub kind: String,
+    /// Body.
+    pub payload: Value,
+    /// Job kind that processes it.
+    pub job_kind: String,
+}
+
+/// What happened to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now; its processing job.
+    Accepted {
+        /// The job id.
+        job_id: i64,
+    },
+    /// Already stored earlier (or earlier in the same batch): nothing written.
+    Duplicate,
+}
+
+struct Pending {
+    event: Incoming,
+    reply: oneshot::Sender<Result<Stored, String>>,
+}
+
+/// Handle on the batcher (cheap to clone).
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Pending>,
+}
+
+/// The unique key of an event's processing job.
+pub fn job_key(source: &str, event_id: &str) -> String {
+    format!("webhook:{source}:{event_id}")
+}
+
+impl Ingest {
+    /// Starts `writers` writer tasks taking up to `max_batch` events per transaction.
+    pub fn spawn(queue: Queue, job_queue: String, writers: usize, max_batch: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Pending>(max_batch.max(1) * writers.max(1) * 4);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..writers.max(1) {
+            let (queue, job_queue, rx) = (queue.clone(), job_queue.clone(), rx.clone());
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(max_batch);
+                loop {
+                    {
+                        let mut rx = rx.lock().await;
+                        match rx.recv().await {
+                            Some(p) => batch.push(p),
+                            None => return,
+                        }
+                        while batch.len() < max_batch {
+                            match rx.try_recv() {
+                                Ok(p) => batch.push(p),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    write(&queue, &job_queue, &mut batch).await;
+                }
+            });
+        }
+        Self { tx }
+    }
+
+    /// Stores an event durably (or finds it stored) and returns what happened.
+    ///
+    /// # Errors
+    /// [`ApiError::Unavailable`] when the database failed (nothing was acknowledged).
+    pub async fn submit(&self, event: Incoming) -> Result<Stored, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { event, reply })
+            .await
+            .map_err(|_| ApiError::Unavailable("ingest is shutting down".into()))?;
+        rx.await
+            .map_err(|_| ApiError::Unavailable("ingest writer stopped".into()))?
+            .map_err(ApiError::Unavailable)
+    }
+}
+
+const INSERT_EVENTS: &str = r#"
+INSERT INTO pgfleet.webhook_events (source, event_id, type, payload)
+SELECT DISTINCT ON (source, event_id) source, event_id, type, payload
+FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) WITH ORDINALITY
+     AS t(source, event_id, type, payload, ord)
+ORDER BY source, event_id, ord
+ON CONFLICT (source, event_id) DO NOTHING
+RETURNING id, source, event_id
+"#;
+
+async fn write(queue: &Queue, job_queue: &str, batch: &mut Vec<Pending>) {
+    let result = write_batch(queue, job_queue, batch).await;
+    for (p, r) in batch.drain(..).zip(
+        result
+            .into_iter()
+            .chain(std::iter::repeat(Err(String::new()))),
+    ) {
+        let _ = p.reply.send(r);
+    }
+}
+
+/// One transaction for the whole batch; returns one result per pending event, in order.
+async fn write_batch(
+    queue: &Queue,
+    job_queue: &str,
+    batch: &[Pending],
+) -> Vec<Result<Stored, String>> {
+    match try_write(queue, job_queue, batch).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, events = batch.len(), "ingest batch failed; nothing acknowledged");
+            batch.iter().map(|_| Err(e.to_string())).collect()
+        }
+    }
+}
+
+async fn try_write(
+    queue: &Queue,
+    job_queue: &str,
+    batch: &[Pending],
+) -> Result<Vec<Result<Stored, String>>, pgfleet_queue::QueueError> {
+    let col = |f: fn(&Incoming) -> String| batch.iter().map(|p| f(&p.event)).collect::<Vec<_>>();
+    let sources = col(|e| e.source.clone());
+    let ids = col(|e| e.event_id.clone());
+    let kinds = col(|e| e.kind.clone());
+    let payloads: Vec<&Value> = batch.iter().map(|p| &p.event.payload).collect();
+    let mut tx = queue.pool().begin().await?;
+    let rows = sqlx::query(INSERT_EVENTS)
+        .persistent(batch.len() == 1)
+        .bind(&sources)
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&payloads)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut inserted: std::collections::HashMap<(String, String), i64> =
+        std::collections::HashMap::new();
+    for r in rows {
+        inserted.insert(
+            (r.try_get("source")?, r.try_get("event_id")?),
+            r.try_get("id")?,
+        );
+    }
+    // One job per newly stored event, in batch order (the first request of a duplicated id wins).
+    let mut winners: Vec<usize> = Vec::new();
+    let mut jobs = Vec::new();
+    let mut taken = std::collections::HashSet::new();
+    for (i, p) in batch.iter().enumerate() {
+        let key = (p.event.source.clone(), p.event.event_id.clone());
+        if let Some(&row) = inserted.get(&key) {
+            if taken.insert(key) {
+                winners.push(i);
+                jobs.push(
+                    NewJob::new(job_queue, &p.event.job_kind)
+                        .payload(json!({"webhook_event_id": row, "source": p.event.source, "event_id": p.event.event_id}))
+                        .partition_key(&p.event.event_id)
+                        .unique_key(job_key(&p.event.source, &p.event.event_id)),
+                );
+            }
+        }
+    }
+    let (enqueued, wakeups) = queue.enqueue_in(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    queue.wake(wakeups);
+    let mut out: Vec<Result<Stored, String>> = vec![Ok(Stored::Duplicate); batch.len()];
+    for (i, e) in winners.into_iter().zip(enqueued) {
+        out[i] = Ok(Stored::Accepted { job_id: e.id });
+    }
+    Ok(out)
+}
