@@ -26,9 +26,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::database::connect_pool;
 
+/// Which benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// The queue: burn-down, latency, enqueue rate.
+    Queue,
+    /// Webhook ingest through the gateway: accepted/s, and latency at 1,000 req/s.
+    Ingest,
+}
+
 /// `pgfleet bench`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
+    /// The suite to run.
+    #[arg(value_enum, default_value = "queue")]
+    suite: Suite,
+    /// Seconds of each ingest phase.
+    #[arg(long, default_value_t = 10)]
+    ingest_secs: u64,
     /// PostgreSQL server URL (default: DATABASE_URL, else a private cluster from the local
     /// install). A fresh database is created on it and dropped afterwards.
     #[arg(
@@ -94,7 +109,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
     let options = admin_opts.clone().database(&name);
-    let result = bench(&args, options).await;
+    let result = match args.suite {
+        Suite::Queue => bench(&args, options).await,
+        Suite::Ingest => bench_ingest(&args, options).await,
+    };
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut conn)
         .await?;
@@ -104,6 +122,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     report["postgres_version"] = json!(version);
     if args.json {
         println!("{report}");
+    } else if args.suite == Suite::Ingest {
+        print_ingest(&report);
     } else {
         print_table(&report);
     }
@@ -187,6 +207,91 @@ async fn bench(args: &BenchArgs, options: PgConnectOptions) -> anyhow::Result<se
         "raw_insert_per_sec": raw_insert.round(),
         "enqueue_vs_raw_insert": (enq / raw_insert * 1000.0).round() / 1000.0,
         "notifications_sent": sent,
+    }))
+}
+
+/// Webhook ingest: the raw single-row commit rate of this database, then signed webhooks
+/// accepted per second by an in-process gateway (every one durable before its 202), then
+/// latency at a fixed 1,000 requests/s.
+async fn bench_ingest(
+    args: &BenchArgs,
+    options: PgConnectOptions,
+) -> anyhow::Result<serde_json::Value> {
+    use base64::Engine;
+    let pool = connect_pool(options.clone(), 40).await?;
+    pgfleet_queue::migrate::migrate(&pool, None).await?;
+    progress(&format!(
+        "raw single-row INSERT commits, 32 connections, {} s",
+        args.ingest_secs
+    ));
+    let raw = {
+        let raw_args = BenchArgs {
+            enqueue_callers: 32,
+            enqueue_secs: args.ingest_secs,
+            ..args.clone()
+        };
+        raw_inserts(&pool, &raw_args).await?
+    };
+    progress(&format!("  {raw:.0} commits/s"));
+    let queue = Queue::new(pool.clone()).await?;
+    let key: Vec<u8> = (0..24).map(|_| rand::random::<u8>()).collect();
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    let mut config = pgfleet_gateway::GatewayConfig::default();
+    config.webhook_secrets =
+        pgfleet_gateway::GatewayConfig::parse_webhook_secrets(&format!("payments={secret}"))
+            .map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(pgfleet_gateway::serve(
+        listener,
+        pgfleet_gateway::AppState::new(queue.clone(), config),
+        stop.clone(),
+    ));
+    let load = |rate: u32, concurrency: usize| crate::loadsim::LoadsimArgs {
+        url: url.clone(),
+        secret: secret.clone(),
+        source: "payments".into(),
+        rate,
+        duration: args.ingest_secs,
+        duplicates: 0,
+        concurrency,
+        json: false,
+    };
+    progress(&format!(
+        "ingest: 64 clients as fast as they go, {} s",
+        args.ingest_secs
+    ));
+    let max = crate::loadsim::run_load(&load(0, 64), false).await?;
+    progress(&format!(
+        "  {:.0} webhooks/s (p99 {:.1} ms)",
+        max.ok_per_sec, max.p99_ms
+    ));
+    progress(&format!(
+        "ingest latency at 1,000 req/s, {} s",
+        args.ingest_secs
+    ));
+    let fixed = crate::loadsim::run_load(&load(1000, 256), false).await?;
+    progress(&format!(
+        "  p50 {:.2} ms, p99 {:.2} ms",
+        fixed.p50_ms, fixed.p99_ms
+    ));
+    stop.cancel();
+    server.await??;
+    queue.close().await;
+    pool.close().await;
+    Ok(json!({
+        "suite": "ingest",
+        "ingest_webhooks_per_sec": max.ok_per_sec.round(),
+        "raw_commits_per_sec": raw.round(),
+        "ingest_vs_raw_commits": (max.ok_per_sec / raw * 1000.0).round() / 1000.0,
+        "ingest_p99_ms_at_max": round2(max.p99_ms),
+        "latency_ms_at_1000": {"p50": round2(fixed.p50_ms), "p99": round2(fixed.p99_ms), "max": round2(fixed.max_ms)},
+        "errors": max.errors + fixed.errors,
+        "sent": max.sent + fixed.sent,
     }))
 }
 
@@ -430,4 +535,25 @@ fn print_table(r: &serde_json::Value) {
         r["raw_insert_per_sec"]
     );
     println!("  NOTIFY sent      {:>10}", r["notifications_sent"]);
+}
+
+fn print_ingest(r: &serde_json::Value) {
+    println!(
+        "pgfleet bench ingest (PostgreSQL {} via {})",
+        r["postgres_version"].as_str().unwrap_or("?"),
+        r["server"].as_str().unwrap_or("?")
+    );
+    println!(
+        "  webhooks accepted  {:>8} /s   ({:.2}x the raw single-row commit rate {} /s), p99 {} ms",
+        r["ingest_webhooks_per_sec"],
+        r["ingest_vs_raw_commits"].as_f64().unwrap_or(0.0),
+        r["raw_commits_per_sec"],
+        r["ingest_p99_ms_at_max"]
+    );
+    let l = &r["latency_ms_at_1000"];
+    println!(
+        "  at 1,000 req/s     p50 {} ms, p99 {} ms, max {} ms",
+        l["p50"], l["p99"], l["max"]
+    );
+    println!("  errors             {:>8}", r["errors"]);
 }

@@ -10,6 +10,7 @@ mod database;
 mod dev;
 mod enqueue;
 mod gateway;
+mod loadsim;
 mod status;
 mod worker;
 
@@ -40,6 +41,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Measure throughput and latency against a baseline measured in the same run.
     Bench(bench::BenchArgs),
+    /// Send signed random payment webhooks at a fixed rate and summarise the answers.
+    Loadsim(loadsim::LoadsimArgs),
 }
 
 mod migrate {
@@ -90,6 +93,7 @@ async fn main() -> std::process::ExitCode {
         Command::Gateway(a) => gateway::run(a).await,
         Command::Status(a) => status::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Loadsim(a) => loadsim::run(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
