@@ -239,10 +239,13 @@ async fn bench_ingest(
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(key)
     );
-    let mut config = pgfleet_gateway::GatewayConfig::default();
-    config.webhook_secrets =
+    let webhook_secrets =
         pgfleet_gateway::GatewayConfig::parse_webhook_secrets(&format!("payments={secret}"))
             .map_err(anyhow::Error::msg)?;
+    let config = pgfleet_gateway::GatewayConfig {
+        webhook_secrets,
+        ..Default::default()
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let stop = CancellationToken::new();

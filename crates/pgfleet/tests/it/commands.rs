@@ -135,3 +135,35 @@ async fn bench_reports_every_number_with_its_baseline() -> anyhow::Result<()> {
     assert!(stderr(&out).contains("[bench]"), "progress goes to stderr");
     Ok(())
 }
+
+#[tokio::test]
+async fn bench_ingest_reports_throughput_latency_and_its_baseline() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let out = pgfleet(
+        &db.url,
+        &[
+            "bench",
+            "ingest",
+            "--ingest-secs",
+            "1",
+            "--enqueue-secs",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim())?;
+    for key in [
+        "ingest_webhooks_per_sec",
+        "raw_commits_per_sec",
+        "ingest_vs_raw_commits",
+    ] {
+        assert!(v[key].as_f64().unwrap_or(0.0) > 0.0, "{key} in {v}");
+    }
+    assert!(
+        v["latency_ms_at_1000"]["p99"].as_f64().unwrap_or(0.0) > 0.0,
+        "{v}"
+    );
+    assert_eq!(v["errors"], 0, "{v}");
+    Ok(())
+}

@@ -46,6 +46,39 @@ async fn pgfleet_dev_runs_everything_on_a_private_postgres() -> anyhow::Result<(
         .send()
         .await?;
     assert_eq!(r.status(), 202);
+    // The load simulator against the dev gateway: a fixed rate, some redeliveries.
+    let load = std::process::Command::new(BIN)
+        .args([
+            "loadsim",
+            "--url",
+            &base,
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+            "--duplicates",
+            "20",
+            "--json",
+        ])
+        .env("PGFLEET_LOADSIM_SECRET", secret.trim())
+        .output()?;
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&load.stdout)?;
+    assert_eq!(summary["errors"], 0, "{summary}");
+    let sent = summary["sent"].as_u64().unwrap_or(0);
+    assert!(sent >= 40, "{summary}");
+    assert_eq!(
+        summary["accepted"].as_u64().unwrap_or(0) + summary["duplicates"].as_u64().unwrap_or(0),
+        sent
+    );
+    assert!(
+        String::from_utf8_lossy(&load.stderr).contains("[loadsim]"),
+        "live progress on stderr"
+    );
     let enqueue = std::process::Command::new(BIN)
         .args(["enqueue", "noop", "--count", "20"])
         .env_remove("DATABASE_URL")
@@ -68,10 +101,14 @@ async fn pgfleet_dev_runs_everything_on_a_private_postgres() -> anyhow::Result<(
             )
             .fetch_one(&pool)
             .await?;
+            let events: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.webhook_events")
+                .fetch_one(&pool)
+                .await?;
             let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.payments")
                 .fetch_one(&pool)
                 .await?;
-            Ok((n == 21 && paid == 1).then_some(()))
+            // 20 noop jobs + one payments.process job per stored event; one ledger row each.
+            Ok((n == 20 + events && paid == events).then_some(()))
         },
     )
     .await?;
