@@ -174,6 +174,18 @@ fn to_new_jobs(jobs: Vec<CreateJob>) -> Result<Vec<NewJob>, ApiError> {
     Ok(new)
 }
 
+fn count_enqueued(state: &AppState, jobs: &[NewJob], out: &[pgfleet_queue::enqueue::Enqueued]) {
+    for (j, e) in jobs.iter().zip(out) {
+        if !e.duplicate {
+            state
+                .metrics
+                .jobs_enqueued
+                .with_label_values(&[&j.queue, &j.kind])
+                .inc();
+        }
+    }
+}
+
 /// A created job's reference (batch create).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedRef {
@@ -196,6 +208,7 @@ pub async fn create(
     let job: CreateJob = parse_json(&body)?;
     let new = to_new_jobs(vec![job])?;
     let e = state.queue.enqueue_many(&new).await?.remove(0);
+    count_enqueued(&state, &new, std::slice::from_ref(&e));
     let mut dto = JobDto::from(state.queue.get_job(e.id).await?);
     dto.duplicate = e.duplicate;
     let status = if dto.duplicate {
@@ -218,10 +231,9 @@ pub async fn create_batch(
         return Err(ApiError::invalid("jobs", "must hold 1 to 10,000 jobs"));
     }
     let new = to_new_jobs(batch.jobs)?;
-    let refs = state
-        .queue
-        .enqueue_many(&new)
-        .await?
+    let out = state.queue.enqueue_many(&new).await?;
+    count_enqueued(&state, &new, &out);
+    let refs = out
         .into_iter()
         .map(|e| CreatedRef {
             id: e.id,

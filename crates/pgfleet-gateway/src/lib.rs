@@ -43,6 +43,8 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     /// The webhook group-commit writer.
     pub ingest: ingest::Ingest,
+    /// Prometheus metrics of this gateway.
+    pub metrics: Arc<pgfleet_telemetry::Metrics>,
 }
 
 impl AppState {
@@ -50,10 +52,12 @@ impl AppState {
     /// to 256 events). Must be called inside a Tokio runtime.
     pub fn new(queue: Queue, config: GatewayConfig) -> Self {
         let ingest = ingest::Ingest::spawn(queue.clone(), config.webhook_queue.clone(), 4, 256);
+        let metrics = Arc::new(pgfleet_telemetry::Metrics::new("gateway"));
         Self {
             queue,
             config: Arc::new(config),
             ingest,
+            metrics,
         }
     }
 }
@@ -139,6 +143,47 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
     }
 }
 
+/// Prometheus metrics; the queue gauges are refreshed at each scrape.
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.queue.stats().await {
+        Ok(stats) => state.metrics.set_queue_stats(&stats),
+        Err(e) => tracing::warn!(error = %e, "queue statistics unavailable for /metrics"),
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            pgfleet_telemetry::CONTENT_TYPE,
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Records every request by route template (never the raw path), method and status.
+async fn track(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let m = &state.metrics;
+    m.http_requests
+        .with_label_values(&[&route, &method, res.status().as_str()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    res
+}
+
 async fn not_found() -> problem::ApiError {
     problem::ApiError::NotFound("no such route".into())
 }
@@ -164,7 +209,9 @@ pub fn router(state: AppState) -> Router {
         .route("/stop", post(queues::stop))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state);
     Router::new()
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))

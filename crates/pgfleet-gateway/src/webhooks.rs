@@ -102,7 +102,14 @@ pub async fn receive(
         chrono::Utc::now().timestamp(),
         state.config.tolerance.as_secs() as i64,
     )
-    .map_err(|e| ApiError::Unauthorized(format!("webhook signature: {e}")))?;
+    .map_err(|e| {
+        state
+            .metrics
+            .webhook_signature_failures
+            .with_label_values(&[&source])
+            .inc();
+        ApiError::Unauthorized(format!("webhook signature: {e}"))
+    })?;
     let payload: Value = parse_json(&body)?;
     let (event_id, kind) = if source == "payments" {
         let e = pgfleet_payments::validate(&payload)
@@ -119,7 +126,27 @@ pub async fn receive(
         };
         (text("event_id")?, text("type")?)
     };
-    store(&state, &source, &event_id, &kind, payload).await
+    let res = store(&state, &source, &event_id, &kind, payload).await;
+    let result = match &res {
+        Ok(r) if r.status() == StatusCode::ACCEPTED => "accepted",
+        Ok(_) => "duplicate",
+        Err(_) => "failed",
+    };
+    state
+        .metrics
+        .webhooks
+        .with_label_values(&[&source, result])
+        .inc();
+    if result == "accepted" {
+        let kind = job_kind(&source);
+        let queue = &state.config.webhook_queue;
+        state
+            .metrics
+            .jobs_enqueued
+            .with_label_values(&[queue, &kind])
+            .inc();
+    }
+    res
 }
 
 async fn store(

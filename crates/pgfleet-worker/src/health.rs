@@ -2,7 +2,8 @@
 //!
 //! - `GET /healthz`: 200 while the process serves requests (liveness);
 //! - `GET /readyz`: 200 when the worker has registered and is not shutting down and the
-//!   database answers within a second; 503 with the reason otherwise (readiness).
+//!   database answers within a second; 503 with the reason otherwise (readiness);
+//! - `GET /metrics`: the worker's Prometheus metrics.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use pgfleet_telemetry::Metrics;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -37,6 +39,17 @@ impl Readiness {
 struct HealthState {
     pool: PgPool,
     ready: Readiness,
+    metrics: Arc<Metrics>,
+}
+
+async fn render_metrics(State(s): State<HealthState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            pgfleet_telemetry::CONTENT_TYPE,
+        )],
+        s.metrics.render(),
+    )
 }
 
 #[derive(Serialize)]
@@ -46,8 +59,8 @@ struct Probe {
     reason: Option<String>,
 }
 
-/// The probe routes, for embedding in another router.
-pub fn routes(pool: PgPool, ready: Readiness) -> Router {
+/// The probe routes and `/metrics`, for embedding in another router.
+pub fn routes(pool: PgPool, ready: Readiness, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route(
             "/healthz",
@@ -59,7 +72,12 @@ pub fn routes(pool: PgPool, ready: Readiness) -> Router {
             }),
         )
         .route("/readyz", get(readyz))
-        .with_state(HealthState { pool, ready })
+        .route("/metrics", get(render_metrics))
+        .with_state(HealthState {
+            pool,
+            ready,
+            metrics,
+        })
 }
 
 async fn readyz(State(s): State<HealthState>) -> (StatusCode, Json<Probe>) {
@@ -97,9 +115,10 @@ pub async fn serve(
     listener: TcpListener,
     pool: PgPool,
     ready: Readiness,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, routes(pool, ready))
+    axum::serve(listener, routes(pool, ready, metrics))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WorkerConfig;
 use crate::handler::{Disposition, JobContext, Registry};
 use crate::health::Readiness;
+use pgfleet_telemetry::Metrics;
 
 /// Why the worker stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +95,7 @@ struct Shared {
     running: Mutex<HashMap<i64, Running>>,
     stats: Arc<WorkerStats>,
     ready: Readiness,
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -145,6 +147,7 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             stats: Arc::new(WorkerStats::default()),
             ready: Readiness::default(),
+            metrics: Arc::new(Metrics::new("worker")),
             queue,
             config,
             registry,
@@ -155,6 +158,20 @@ impl Worker {
     /// The worker's counters.
     pub fn stats(&self) -> Arc<WorkerStats> {
         self.shared.stats.clone()
+    }
+
+    /// Records into `metrics` instead of the worker's own registry (several workers in one
+    /// process share one `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.metrics = metrics;
+        }
+        self
+    }
+
+    /// The worker's Prometheus metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
     }
 
     /// The readiness flag (for the health port): set while the worker serves.
@@ -227,7 +244,13 @@ impl Background {
             let mut lc = ListenerConfig::new(connect);
             lc.channels = initial.iter().map(|&p| channel(p)).collect();
             lc.channels.push(CONTROL_CHANNEL.to_owned());
-            let (listener, messages) = Listener::spawn(lc, None);
+            let metrics = shared.metrics.clone();
+            let hook: pgfleet_queue::listener::Hook = Arc::new(move |e| {
+                if *e == pgfleet_queue::listener::ListenerEvent::Reconnected {
+                    metrics.listener_reconnects.inc();
+                }
+            });
+            let (listener, messages) = Listener::spawn(lc, Some(hook));
             tasks.push(tokio::spawn(dispatch(
                 shared.clone(),
                 messages,
@@ -359,7 +382,13 @@ async fn claim_batch(
         worker_id: &shared.worker_id,
         lease: cfg.lease,
     };
-    let jobs = match shared.queue.claim(&request).await {
+    let began = std::time::Instant::now();
+    let claimed = shared.queue.claim(&request).await;
+    shared
+        .metrics
+        .claim_duration
+        .observe(began.elapsed().as_secs_f64());
+    let jobs = match claimed {
         Ok(jobs) => jobs,
         Err(e) => {
             *errors += 1;
@@ -379,6 +408,13 @@ async fn claim_batch(
         if let Some(q) = cfg.queues.iter().find(|q| **q == job.queue) {
             *per_queue.entry(q.as_str()).or_default() += 1;
         }
+    }
+    for (q, n) in &per_queue {
+        shared
+            .metrics
+            .jobs_claimed
+            .with_label_values(&[q])
+            .inc_by(*n as u64);
     }
     for job in jobs {
         match shared.slots.clone().try_acquire_owned() {
@@ -425,7 +461,18 @@ fn start_job(
     let shared = shared.clone();
     tokio::spawn(async move {
         let (id, attempt) = (job.id, job.attempt);
+        let (queue, kind) = (job.queue.clone(), job.kind.clone());
+        let began = std::time::Instant::now();
         let outcome = execute(&shared, job, cancel, &reason).await;
+        let m = &shared.metrics;
+        m.job_duration
+            .with_label_values(&[&queue, &kind])
+            .observe(began.elapsed().as_secs_f64());
+        if let Some(o) = &outcome {
+            m.jobs_finished
+                .with_label_values(&[&queue, &kind, outcome_label(o)])
+                .inc();
+        }
         if let Ok(mut running) = shared.running.lock() {
             running.remove(&id);
         }
@@ -500,6 +547,17 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic".into())
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed => "completed",
+        Outcome::Retry { .. } => "retried",
+        Outcome::Snooze { .. } => "snoozed",
+        Outcome::Discard { .. } => "discarded",
+        Outcome::Cancelled { .. } => "cancelled",
+        Outcome::Release => "released",
+    }
 }
 
 fn count(stats: &WorkerStats, outcome: &Outcome) {

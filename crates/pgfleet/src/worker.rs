@@ -146,6 +146,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             listener,
             queue.pool().clone(),
             worker.readiness(),
+            worker.metrics(),
             stop.clone(),
         );
         tokio::spawn(health);

@@ -332,3 +332,77 @@ async fn openapi_lists_every_route_and_the_task_aliases_work() -> anyhow::Result
     assert_eq!(r.headers()["x-request-id"], "abc", "request ids propagate");
     Ok(())
 }
+
+/// `/metrics` after real traffic: route templates (never raw ids), webhook and enqueue
+/// counters, queue gauges, and the text passes `promtool check metrics` when promtool is
+/// installed (CI installs it).
+#[tokio::test]
+async fn metrics_are_scraped_after_traffic_and_pass_promtool() -> anyhow::Result<()> {
+    let g = spawn_gateway().await?;
+    let r = g
+        .http
+        .post(format!("{}/v1/jobs", g.base))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"queue": "mail", "kind": "noop"}))
+        .send()
+        .await?;
+    let id = r.json::<Value>().await?["id"].as_i64().unwrap();
+    g.http
+        .get(format!("{}/v1/jobs/{id}", g.base))
+        .bearer_auth(READ_KEY)
+        .send()
+        .await?;
+    let body = r#"{"event_id":"evt_m","type":"payment.succeeded","amount":5,"currency":"EUR"}"#;
+    assert_eq!(
+        crate::post_webhook(&g, "payments", "m1", body)
+            .await
+            .status(),
+        202
+    );
+    g.http
+        .post(format!("{}/webhooks/payments", g.base))
+        .body(body)
+        .send()
+        .await?; // unsigned: 401
+    let r = g.http.get(format!("{}/metrics", g.base)).send().await?;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()?
+        .starts_with("text/plain"));
+    let text = r.text().await?;
+    for needle in [
+        r#"pgfleet_http_requests_total{method="GET",route="/v1/jobs/{id}",status="200",component="gateway"} 1"#,
+        r#"pgfleet_jobs_enqueued_total{kind="noop",queue="mail",component="gateway"} 1"#,
+        r#"pgfleet_jobs_enqueued_total{kind="payments.process",queue="default",component="gateway"} 1"#,
+        r#"pgfleet_webhooks_total{result="accepted",source="payments",component="gateway"} 1"#,
+        r#"pgfleet_webhook_signature_failures_total{source="payments",component="gateway"} 1"#,
+        r#"pgfleet_queue_paused{queue="mail",component="gateway"} 0"#,
+    ] {
+        assert!(text.contains(needle), "missing {needle}\n{text}");
+    }
+    assert!(text.contains("pgfleet_queue_depth{partition="), "{text}");
+    assert!(
+        !text.contains(&format!("/v1/jobs/{id}\"")),
+        "raw ids never become labels"
+    );
+    if let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(text.as_bytes())?;
+        let out = child.wait_with_output()?;
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("promtool not installed: skipped `promtool check metrics` (CI installs it)");
+    }
+    Ok(())
+}

@@ -254,6 +254,7 @@ async fn health_port_reports_liveness_and_readiness() -> anyhow::Result<()> {
         Registry::builtin(),
     )?;
     let ready = worker.readiness();
+    let metrics = worker.metrics();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let stop = tokio_util::sync::CancellationToken::new();
@@ -261,6 +262,7 @@ async fn health_port_reports_liveness_and_readiness() -> anyhow::Result<()> {
         listener,
         db.pool.clone(),
         ready,
+        metrics,
         stop.clone(),
     ));
     let http = reqwest::Client::new();
@@ -275,6 +277,25 @@ async fn health_port_reports_liveness_and_readiness() -> anyhow::Result<()> {
         Ok((http.get(format!("{base}/readyz")).send().await?.status() == 200).then_some(()))
     })
     .await?;
+    // /metrics shows what the worker did, by queue, kind and outcome.
+    queue
+        .enqueue(pgfleet_queue::NewJob::new("q", "noop"))
+        .await?;
+    let text = pgfleet_testkit::eventually("metrics show the job", Duration::from_secs(10), || async {
+        let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
+        Ok(text
+            .contains(r#"pgfleet_jobs_finished_total{kind="noop",outcome="completed",queue="q",component="worker"} 1"#)
+            .then_some(text))
+    })
+    .await?;
+    assert!(
+        text.contains("pgfleet_claim_duration_seconds_count"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"pgfleet_jobs_claimed_total{queue="q",component="worker"} 1"#),
+        "{text}"
+    );
     stop.cancel();
     run.await??;
     server.await??;

@@ -1,0 +1,257 @@
+//! # pgfleet-telemetry
+//!
+//! One Prometheus registry per component with pgfleet's metric families: consistent names
+//! (`pgfleet_` prefix, `_total` counters, `_seconds` base units) and bounded labels only
+//! (queue, kind, partition, state, outcome, route, method, status, source — never a job id or
+//! a user id). Components record into [`Metrics`]; `/metrics` renders it as Prometheus text.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, 0.5 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Every pgfleet metric family, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs enqueued through this component, by queue and kind.
+    pub jobs_enqueued: IntCounterVec,
+    /// Finished attempts by queue, kind and outcome (completed, retried, discarded,
+    /// cancelled, released).
+    pub jobs_finished: IntCounterVec,
+    /// Handler run time by queue and kind.
+    pub job_duration: HistogramVec,
+    /// Claim statement time.
+    pub claim_duration: Histogram,
+    /// Jobs claimed by queue.
+    pub jobs_claimed: IntCounterVec,
+    /// NOTIFY listener reconnections.
+    pub listener_reconnects: IntCounter,
+    /// Jobs by queue, partition and state (available, scheduled, retryable, running).
+    pub queue_depth: IntGaugeVec,
+    /// Age of the oldest runnable job by queue and partition (lag), seconds.
+    pub queue_lag: GaugeVec,
+    /// Whether a queue is paused (1) or not (0).
+    pub queue_paused: IntGaugeVec,
+    /// Completions per second over the last minute, by queue.
+    pub queue_throughput: GaugeVec,
+    /// HTTP requests by route, method and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request time by route.
+    pub http_duration: HistogramVec,
+    /// Webhooks received by source and result (accepted, duplicate, rejected).
+    pub webhooks: IntCounterVec,
+    /// Webhook signature failures by source.
+    pub webhook_signature_failures: IntCounterVec,
+    /// Seconds since the process started (a liveness signal for dashboards).
+    pub uptime: Gauge,
+    started: std::time::Instant,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c =
+        IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let h = HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("{name}: {e}"));
+    r.register(Box::new(h.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    h
+}
+
+impl Metrics {
+    /// A registry for `component` (gateway, worker, controller): the label `component` is
+    /// attached to every series.
+    #[allow(clippy::expect_used)] // static metric definitions: a failure is a programming error
+    pub fn new(component: &str) -> Self {
+        let labels = std::iter::once(("component".to_owned(), component.to_owned())).collect();
+        let r = Registry::new_custom(None, Some(labels)).expect("registry");
+        let jobs_claimed = counter(
+            &r,
+            "pgfleet_jobs_claimed_total",
+            "Jobs claimed.",
+            &["queue"],
+        );
+        let claim_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "pgfleet_claim_duration_seconds",
+                "Time of one claim statement.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("claim histogram");
+        r.register(Box::new(claim_duration.clone()))
+            .expect("claim histogram");
+        let listener_reconnects = IntCounter::new(
+            "pgfleet_listener_reconnects_total",
+            "NOTIFY listener reconnections.",
+        )
+        .expect("reconnects");
+        r.register(Box::new(listener_reconnects.clone()))
+            .expect("reconnects");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("pgfleet_queue_depth", "Jobs by queue, partition and state."),
+            &["queue", "partition", "state"],
+        )
+        .expect("depth");
+        r.register(Box::new(queue_depth.clone())).expect("depth");
+        let queue_lag = GaugeVec::new(
+            Opts::new(
+                "pgfleet_queue_oldest_job_age_seconds",
+                "Age of the oldest runnable job.",
+            ),
+            &["queue", "partition"],
+        )
+        .expect("lag");
+        r.register(Box::new(queue_lag.clone())).expect("lag");
+        let queue_paused = IntGaugeVec::new(
+            Opts::new("pgfleet_queue_paused", "1 when the queue is paused."),
+            &["queue"],
+        )
+        .expect("paused");
+        r.register(Box::new(queue_paused.clone())).expect("paused");
+        let queue_throughput = GaugeVec::new(
+            Opts::new(
+                "pgfleet_queue_completed_per_second",
+                "Completions per second over the last minute.",
+            ),
+            &["queue"],
+        )
+        .expect("throughput");
+        r.register(Box::new(queue_throughput.clone()))
+            .expect("throughput");
+        let uptime = Gauge::new(
+            "pgfleet_uptime_seconds",
+            "Seconds since the process started.",
+        )
+        .expect("uptime");
+        r.register(Box::new(uptime.clone())).expect("uptime");
+        Self {
+            jobs_enqueued: counter(&r, "pgfleet_jobs_enqueued_total", "Jobs enqueued.", &["queue", "kind"]),
+            jobs_finished: counter(
+                &r,
+                "pgfleet_jobs_finished_total",
+                "Finished attempts by outcome (completed, retried, discarded, cancelled, released).",
+                &["queue", "kind", "outcome"],
+            ),
+            job_duration: histogram(&r, "pgfleet_job_duration_seconds", "Handler run time.", &["queue", "kind"]),
+            claim_duration,
+            jobs_claimed,
+            listener_reconnects,
+            queue_depth,
+            queue_lag,
+            queue_paused,
+            queue_throughput,
+            http_requests: counter(
+                &r,
+                "pgfleet_http_requests_total",
+                "HTTP requests by route, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_duration: histogram(&r, "pgfleet_http_request_duration_seconds", "HTTP request time.", &["route"]),
+            webhooks: counter(&r, "pgfleet_webhooks_total", "Webhooks by source and result.", &["source", "result"]),
+            webhook_signature_failures: counter(
+                &r,
+                "pgfleet_webhook_signature_failures_total",
+                "Webhooks refused for their signature.",
+                &["source"],
+            ),
+            uptime,
+            started: std::time::Instant::now(),
+            registry: r,
+        }
+    }
+
+    /// Sets the queue gauges from fresh statistics (series of vanished queues or
+    /// partitions are dropped).
+    pub fn set_queue_stats(&self, stats: &[pgfleet_queue::stats::QueueStats]) {
+        self.queue_depth.reset();
+        self.queue_lag.reset();
+        self.queue_paused.reset();
+        self.queue_throughput.reset();
+        for q in stats {
+            self.queue_paused
+                .with_label_values(&[&q.queue])
+                .set(i64::from(q.paused));
+            self.queue_throughput
+                .with_label_values(&[&q.queue])
+                .set(q.total.completed_per_sec());
+            for (p, c) in &q.partitions {
+                let p = p.to_string();
+                for (state, n) in [
+                    ("available", c.available),
+                    ("scheduled", c.scheduled),
+                    ("retryable", c.retryable),
+                    ("running", c.running),
+                ] {
+                    self.queue_depth
+                        .with_label_values(&[&q.queue, &p, state])
+                        .set(n);
+                }
+                self.queue_lag
+                    .with_label_values(&[&q.queue, &p])
+                    .set(c.oldest_available_age_secs);
+            }
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_consistent_names() {
+        let m = Metrics::new("test");
+        m.jobs_enqueued
+            .with_label_values(&["default", "noop"])
+            .inc();
+        m.jobs_finished
+            .with_label_values(&["default", "noop", "completed"])
+            .inc();
+        m.job_duration
+            .with_label_values(&["default", "noop"])
+            .observe(0.01);
+        m.claim_duration.observe(0.001);
+        m.http_requests
+            .with_label_values(&["/v1/jobs", "POST", "201"])
+            .inc();
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"pgfleet_jobs_enqueued_total{kind="noop",queue="default",component="test"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("pgfleet_job_duration_seconds_bucket"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split_whitespace().nth(2).unwrap_or("");
+            assert!(name.starts_with("pgfleet_"), "{name}");
+            if line.ends_with("counter") {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+        }
+    }
+}
