@@ -51,8 +51,21 @@ impl AppState {
     /// State for `queue` and `config`; starts the ingest writers (4 writers, batches of up
     /// to 256 events). Must be called inside a Tokio runtime.
     pub fn new(queue: Queue, config: GatewayConfig) -> Self {
+        Self::with_metrics(
+            queue,
+            config,
+            Arc::new(pgfleet_telemetry::Metrics::new("gateway")),
+        )
+    }
+
+    /// Like [`AppState::new`], recording into `metrics` (shared with in-process workers, so
+    /// one `/metrics` shows both).
+    pub fn with_metrics(
+        queue: Queue,
+        config: GatewayConfig,
+        metrics: Arc<pgfleet_telemetry::Metrics>,
+    ) -> Self {
         let ingest = ingest::Ingest::spawn(queue.clone(), config.webhook_queue.clone(), 4, 256);
-        let metrics = Arc::new(pgfleet_telemetry::Metrics::new("gateway"));
         Self {
             queue,
             config: Arc::new(config),

@@ -122,9 +122,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let queue = Queue::new(pool).await?;
     let worker_queue = Queue::new(worker_pool).await?;
     let stop = crate::shutdown_on_signal();
+    // One registry for the gateway and the workers: http://…/metrics shows everything.
+    let metrics = std::sync::Arc::new(pgfleet_telemetry::Metrics::new("dev"));
     let mut tasks = Vec::new();
     for _ in 0..args.workers.max(1) {
-        let worker = args.worker.build(&worker_queue, options.clone())?;
+        let worker = args
+            .worker
+            .build(&worker_queue, options.clone())?
+            .with_metrics(metrics.clone());
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             worker.run(stop).await.map_err(anyhow::Error::from)
@@ -134,7 +139,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(queue.clone(), config);
+    let state = AppState::with_metrics(queue.clone(), config, metrics);
     let server = tokio::spawn(pgfleet_gateway::serve(listener, state, stop.clone()));
     let url_file = args.data_dir.join("database-url");
     std::fs::write(&url_file, &url)?;

@@ -119,7 +119,7 @@ pub struct WorkerArgs {
     #[command(flatten)]
     db: DbArgs,
     /// Address of the health port (`/healthz`, `/readyz`); empty to disable.
-    #[arg(long, env = "PGFLEET_HEALTH_ADDR", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "PGFLEET_HEALTH_ADDR", default_value = "127.0.0.1:9464")]
     health_addr: String,
     #[command(flatten)]
     worker: WorkerFlags,
