@@ -30,6 +30,8 @@ pub struct Incoming {
     pub payload: Value,
     /// Job kind that processes it.
     pub job_kind: String,
+    /// The job's metadata (the request's trace context).
+    pub metadata: Value,
 }
 
 /// What happened to an event.
@@ -182,6 +184,7 @@ async fn try_write(
                     NewJob::new(job_queue, &p.event.job_kind)
                         .payload(json!({"webhook_event_id": row, "source": p.event.source, "event_id": p.event.event_id}))
                         .partition_key(&p.event.event_id)
+                        .metadata(p.event.metadata.clone())
                         .unique_key(job_key(&p.event.source, &p.event.event_id)),
                 );
             }

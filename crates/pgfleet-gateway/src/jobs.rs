@@ -64,6 +64,9 @@ impl CreateJob {
         j.run_at = self.run_at;
         j.partition_key = self.partition_key;
         j.unique_key = self.unique_key;
+        if let Some(m) = pgfleet_telemetry::trace_metadata() {
+            j.metadata = m;
+        }
         j
     }
 }

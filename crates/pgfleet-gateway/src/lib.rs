@@ -197,6 +197,23 @@ async fn track(
     res
 }
 
+/// The request's span, continuing the caller's trace (`traceparent`) when it sent one.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let span = tracing::info_span!("http.request", otel.name = %format!("{} {route}", req.method()),
+        http.method = %req.method(), http.route = %route);
+    let headers = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
+    pgfleet_telemetry::set_parent(&span, pgfleet_telemetry::parent_from_headers(headers));
+    span
+}
+
 async fn not_found() -> problem::ApiError {
     problem::ApiError::NotFound("no such route".into())
 }
@@ -233,7 +250,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }

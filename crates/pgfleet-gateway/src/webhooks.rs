@@ -162,6 +162,8 @@ async fn store(
         kind: kind.to_owned(),
         payload,
         job_kind: job_kind(source),
+        metadata: pgfleet_telemetry::trace_metadata()
+            .unwrap_or_else(|| Value::Object(Default::default())),
     };
     match state.ingest.submit(incoming).await? {
         Stored::Accepted { job_id } => {

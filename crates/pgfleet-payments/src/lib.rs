@@ -164,6 +164,7 @@ pub enum ProcessError {
 ///
 /// # Errors
 /// [`ProcessError`]; `Invalid` and `Missing` are permanent.
+#[tracing::instrument(name = "payments.process", skip(pool))]
 pub async fn process(pool: &PgPool, event_row: i64) -> Result<Processed, ProcessError> {
     match process_once(pool, event_row).await {
         Ok(p) => Ok(p),

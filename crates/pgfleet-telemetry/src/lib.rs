@@ -5,6 +5,13 @@
 //! (queue, kind, partition, state, outcome, route, method, status, source — never a job id or
 //! a user id). Components record into [`Metrics`]; `/metrics` renders it as Prometheus text.
 
+mod tracing_init;
+
+pub use tracing_init::{
+    init, init_with, parent_from_headers, parent_from_metadata, set_parent, trace_metadata,
+    TelemetryGuard,
+};
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,

@@ -5,6 +5,8 @@
 //! from the local PostgreSQL install, shared by every test of the test binary and stopped
 //! when the binary exits. Tests therefore run in parallel without seeing each other.
 
+pub mod otlp;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 

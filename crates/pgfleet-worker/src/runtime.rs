@@ -459,7 +459,13 @@ fn start_job(
         );
     }
     let shared = shared.clone();
-    tokio::spawn(async move {
+    let span = tracing::info_span!("job", otel.name = %format!("job {}", job.kind),
+        job.id = job.id, job.queue = %job.queue, job.kind = %job.kind,
+        job.partition = job.partition, job.attempt = job.attempt);
+    if let Some(parent) = pgfleet_telemetry::parent_from_metadata(&job.metadata) {
+        pgfleet_telemetry::set_parent(&span, parent);
+    }
+    let run = async move {
         let (id, attempt) = (job.id, job.attempt);
         let (queue, kind) = (job.queue.clone(), job.kind.clone());
         let began = std::time::Instant::now();
@@ -482,7 +488,8 @@ fn start_job(
         }
         drop(permit);
         shared.slot_freed.notify_one();
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(run, span));
 }
 
 async fn execute(

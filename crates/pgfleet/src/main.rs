@@ -66,25 +66,16 @@ mod migrate {
     }
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let json = std::env::var("PGFLEET_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    let component = match &cli.command {
+        Command::Dev(_) => "pgfleet-dev",
+        Command::Gateway(_) => "pgfleet-gateway",
+        Command::Worker(_) => "pgfleet-worker",
+        _ => "pgfleet-cli",
+    };
+    let _telemetry = pgfleet_telemetry::init(component);
     let result = match cli.command {
         Command::Dev(a) => dev::run(a).await,
         Command::Migrate(a) => migrate::run(a).await,

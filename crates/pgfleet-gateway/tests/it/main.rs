@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod tracing;
 mod webhooks;
 
 use pgfleet_gateway::config::{ApiKey, Scope};
