@@ -163,6 +163,12 @@ async fn metrics(State(state): State<AppState>) -> axum::response::Response {
         Ok(stats) => state.metrics.set_queue_stats(&stats),
         Err(e) => tracing::warn!(error = %e, "queue statistics unavailable for /metrics"),
     }
+    if let (Ok(w), Ok(l)) = (
+        state.queue.workers(None).await,
+        state.queue.partition_leases(None).await,
+    ) {
+        state.metrics.set_fleet(&w, &l);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

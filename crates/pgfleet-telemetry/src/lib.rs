@@ -46,6 +46,10 @@ pub struct Metrics {
     pub queue_paused: IntGaugeVec,
     /// Completions per second over the last minute, by queue.
     pub queue_throughput: GaugeVec,
+    /// Live workers by pool.
+    pub workers_live: IntGaugeVec,
+    /// Partitions with a live lease, by pool.
+    pub partitions_owned: IntGaugeVec,
     /// HTTP requests by route, method and status.
     pub http_requests: IntCounterVec,
     /// HTTP request time by route.
@@ -136,6 +140,22 @@ impl Metrics {
         .expect("throughput");
         r.register(Box::new(queue_throughput.clone()))
             .expect("throughput");
+        let workers_live = IntGaugeVec::new(
+            Opts::new("pgfleet_workers", "Live workers by pool."),
+            &["pool"],
+        )
+        .expect("workers");
+        r.register(Box::new(workers_live.clone())).expect("workers");
+        let partitions_owned = IntGaugeVec::new(
+            Opts::new(
+                "pgfleet_partitions_owned",
+                "Partitions with a live lease, by pool.",
+            ),
+            &["pool"],
+        )
+        .expect("partitions");
+        r.register(Box::new(partitions_owned.clone()))
+            .expect("partitions");
         let uptime = Gauge::new(
             "pgfleet_uptime_seconds",
             "Seconds since the process started.",
@@ -158,6 +178,8 @@ impl Metrics {
             queue_lag,
             queue_paused,
             queue_throughput,
+            workers_live,
+            partitions_owned,
             http_requests: counter(
                 &r,
                 "pgfleet_http_requests_total",
@@ -208,6 +230,22 @@ impl Metrics {
                     .with_label_values(&[&q.queue, &p])
                     .set(c.oldest_available_age_secs);
             }
+        }
+    }
+
+    /// Sets the fleet gauges: live workers and leased partitions per pool.
+    pub fn set_fleet(
+        &self,
+        workers: &[pgfleet_queue::ownership::WorkerRow],
+        leases: &[pgfleet_queue::ownership::PartitionLease],
+    ) {
+        self.workers_live.reset();
+        self.partitions_owned.reset();
+        for w in workers {
+            self.workers_live.with_label_values(&[&w.pool]).inc();
+        }
+        for l in leases {
+            self.partitions_owned.with_label_values(&[&l.pool]).inc();
         }
     }
 

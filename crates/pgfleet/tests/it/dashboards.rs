@@ -188,6 +188,26 @@ async fn every_dashboard_query_works_against_a_real_prometheus() -> anyhow::Resu
             assert!(n > 0, "{uid} / {title}: no series for {expr}");
         }
     }
+    // The alert rules: promtool accepts them and each expression evaluates.
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dashboards/alerts.yaml");
+    let check = std::process::Command::new("promtool")
+        .args(["check", "rules", rules])
+        .output()?;
+    assert!(
+        check.status.success(),
+        "promtool check rules: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let text = std::fs::read_to_string(rules)?;
+    let exprs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .collect();
+    assert_eq!(exprs.len(), 4);
+    for expr in exprs {
+        let v = query(expr.to_owned()).await?;
+        assert_eq!(v["status"], "success", "alert expression {expr} → {v}");
+    }
     signal(&dev, "INT");
     assert!(wait_exit(&mut dev, Duration::from_secs(40)).await.success());
     let _ = std::fs::remove_dir_all(&dir);
