@@ -157,18 +157,17 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             | serde_json::error::Category::Io => ApiError::MalformedJson(inner.to_string()),
             serde_json::error::Category::Data => {
                 let msg = inner.to_string();
-                // "missing field `x`" is reported at the parent: name the field itself.
-                let field = msg
+                // A missing field is reported at its parent: name the field itself. An
+                // unknown field's path already ends with its name.
+                let field = match msg
                     .strip_prefix("missing field `")
                     .and_then(|r| r.split('`').next())
-                    .map(|f| {
-                        if path == "." {
-                            f.to_owned()
-                        } else {
-                            format!("{path}.{f}")
-                        }
-                    })
-                    .unwrap_or(if path == "." { "body".to_owned() } else { path });
+                {
+                    Some(f) if path == "." => f.to_owned(),
+                    Some(f) => format!("{path}.{f}"),
+                    None if path == "." => "body".to_owned(),
+                    None => path,
+                };
                 ApiError::invalid(field, msg)
             }
         }

@@ -137,6 +137,39 @@ pub async fn migrated() -> Result<(TestDb, pgfleet_queue::Queue)> {
     Ok((db, queue))
 }
 
+/// Runs `promtool check metrics` on a scrape. Returns `Ok(false)` when promtool is not
+/// installed (CI installs Debian's prometheus package).
+///
+/// # Errors
+/// When promtool rejects the text (its output is in the error).
+pub fn promtool_check_metrics(text: &str) -> Result<bool> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: skipped `promtool check metrics`");
+        return Ok(false);
+    };
+    child
+        .stdin
+        .take()
+        .context("promtool stdin")?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(true)
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout`.
 ///
 /// # Errors

@@ -385,24 +385,6 @@ async fn metrics_are_scraped_after_traffic_and_pass_promtool() -> anyhow::Result
         !text.contains(&format!("/v1/jobs/{id}\"")),
         "raw ids never become labels"
     );
-    if let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes())?;
-        let out = child.wait_with_output()?;
-        assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        eprintln!("promtool not installed: skipped `promtool check metrics` (CI installs it)");
-    }
+    pgfleet_testkit::promtool_check_metrics(&text)?;
     Ok(())
 }

@@ -292,26 +292,7 @@ async fn health_port_reports_liveness_and_readiness() -> anyhow::Result<()> {
         text.contains("pgfleet_claim_duration_seconds_count"),
         "{text}"
     );
-    if let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes())?;
-        let out = child.wait_with_output()?;
-        assert!(
-            out.status.success(),
-            "promtool: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert!(
-        text.contains(r#"pgfleet_jobs_claimed_total{queue="q",component="worker"} 1"#),
-        "{text}"
-    );
+    pgfleet_testkit::promtool_check_metrics(&text)?;
     stop.cancel();
     run.await??;
     server.await??;

@@ -4,7 +4,7 @@ use pgfleet_gateway::signature::WebhookSecret;
 use pgfleet_testkit::eventually;
 use serde_json::{json, Value};
 
-use crate::{processes::rand_suffix, signal, spawn, wait_exit, Proc};
+use crate::{signal, wait_exit, Proc};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -60,26 +60,12 @@ async fn every_dashboard_query_works_against_a_real_prometheus() -> anyhow::Resu
         eprintln!("prometheus is not installed: skipped (CI installs Debian's prometheus package)");
         return Ok(());
     }
-    let dir = std::env::temp_dir().join(format!("pgfleet-dash-{}", rand_suffix()));
-    std::fs::create_dir_all(&dir)?;
-    let data = dir.join("data");
-    let data_s = data.to_string_lossy().to_string();
-    let env = [("PGFLEET_DATA_DIR", data_s.as_str())];
-    let mut dev = spawn(
-        None,
-        &["dev", "--port", "0", "--status-every", "0"],
-        &dir.join("dev.log"),
-        &env,
-    );
-    let out_file = dir.join("dev.out");
-    let base = eventually("pgfleet ready", Duration::from_secs(60), || async {
-        let out = std::fs::read_to_string(&out_file).unwrap_or_default();
-        Ok(out
-            .lines()
-            .find_map(|l| l.strip_prefix("pgfleet ready: "))
-            .map(str::to_owned))
-    })
-    .await?;
+    let crate::Dev {
+        proc: mut dev,
+        base,
+        data,
+        dir,
+    } = crate::start_dev("0").await?;
     let key = std::fs::read_to_string(data.join("dev-api-key"))?
         .trim()
         .to_owned();

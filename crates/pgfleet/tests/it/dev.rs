@@ -3,7 +3,7 @@ use std::time::Duration;
 use pgfleet_gateway::signature::WebhookSecret;
 use pgfleet_testkit::eventually;
 
-use crate::{processes::rand_suffix, signal, spawn, wait_exit, BIN};
+use crate::{signal, wait_exit, BIN};
 
 /// The README's run command: `pgfleet dev` with no DATABASE_URL starts its own PostgreSQL
 /// from the local install, migrates, serves the gateway and runs workers; a signed payment
@@ -11,22 +11,14 @@ use crate::{processes::rand_suffix, signal, spawn, wait_exit, BIN};
 /// stops everything, the private PostgreSQL too.
 #[tokio::test]
 async fn pgfleet_dev_runs_everything_on_a_private_postgres() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("pgfleet-dev-{}", rand_suffix()));
-    std::fs::create_dir_all(&dir)?;
-    let data = dir.join("data");
+    let crate::Dev {
+        proc: mut dev,
+        base,
+        data,
+        dir,
+    } = crate::start_dev("1").await?;
     let data_s = data.to_string_lossy().to_string();
-    let env = [("PGFLEET_DATA_DIR", data_s.as_str())];
-    let args = ["dev", "--port", "0", "--status-every", "1"];
-    let mut dev = spawn(None, &args, &dir.join("dev.log"), &env);
     let out_file = dir.join("dev.out");
-    let base = eventually("pgfleet ready", Duration::from_secs(60), || async {
-        let out = std::fs::read_to_string(&out_file).unwrap_or_default();
-        Ok(out
-            .lines()
-            .find_map(|l| l.strip_prefix("pgfleet ready: "))
-            .map(str::to_owned))
-    })
-    .await?;
     let out = std::fs::read_to_string(&out_file)?;
     assert!(out.contains("/docs"), "{out}");
     // A signed payment webhook, with the dev secret pgfleet dev printed and kept.

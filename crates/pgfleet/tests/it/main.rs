@@ -87,3 +87,41 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A running `pgfleet dev` on a private PostgreSQL in a temporary directory.
+pub struct Dev {
+    pub proc: Proc,
+    pub base: String,
+    pub data: std::path::PathBuf,
+    pub dir: std::path::PathBuf,
+}
+
+/// Starts `pgfleet dev --port 0` and waits for its `pgfleet ready:` line.
+pub async fn start_dev(status_every: &str) -> anyhow::Result<Dev> {
+    let dir = std::env::temp_dir().join(format!("pgfleet-dev-{}", processes::rand_suffix()));
+    std::fs::create_dir_all(&dir)?;
+    let data = dir.join("data");
+    let data_s = data.to_string_lossy().to_string();
+    let args = ["dev", "--port", "0", "--status-every", status_every];
+    let proc = spawn(
+        None,
+        &args,
+        &dir.join("dev.log"),
+        &[("PGFLEET_DATA_DIR", data_s.as_str())],
+    );
+    let out_file = dir.join("dev.out");
+    let base = pgfleet_testkit::eventually("pgfleet ready", Duration::from_secs(60), || async {
+        let out = std::fs::read_to_string(&out_file).unwrap_or_default();
+        Ok(out
+            .lines()
+            .find_map(|l| l.strip_prefix("pgfleet ready: "))
+            .map(str::to_owned))
+    })
+    .await?;
+    Ok(Dev {
+        proc,
+        base,
+        data,
+        dir,
+    })
+}
