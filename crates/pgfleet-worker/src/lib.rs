@@ -3,10 +3,12 @@
 //! The worker runtime: serves a pool's queues from the partitions it leases, wakes on
 //! NOTIFY (with a slow poll as a backstop), claims up to its free slots in one statement,
 //! runs handlers concurrently with per-kind timeouts, reports outcomes through the batching
-//! completer, heartbeats long jobs, and shuts down gracefully.
+//! completer, heartbeats long jobs, and shuts down gracefully. Each job runs in a span
+//! parented from the trace context stored at enqueue; claims, outcomes and durations are
+//! recorded in Prometheus metrics served with the probes on the health port ([`health`]).
 //!
-//! Built-in kinds (`noop`, `sleep`, `fail`) serve benchmarks and tests; product handlers
-//! register through [`Registry`].
+//! Built-in kinds: `payments.process` ([`Registry::with_payments`]) and `noop`, `sleep`,
+//! `fail` for benchmarks and tests; product handlers register through [`Registry`].
 
 pub mod config;
 pub mod connect;
