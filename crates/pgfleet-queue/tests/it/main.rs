@@ -8,6 +8,7 @@ mod enqueue;
 mod listener;
 mod migrate;
 mod ownership;
+mod properties;
 mod rescue;
 
 use std::time::Duration;
