@@ -63,105 +63,47 @@ pub struct Metrics {
     started: std::time::Instant,
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c =
-        IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
+/// Registers a collector and returns it. Metric definitions are static, so a failure here
+/// is a programming error caught by the unit test below, never a runtime condition.
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: Result<C, prometheus::Error>,
+) -> C {
+    let c = c.unwrap_or_else(|e| panic!("metric definition: {e}"));
     r.register(Box::new(c.clone()))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        .unwrap_or_else(|e| panic!("metric registration: {e}"));
     c
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(r, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(r, GaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-    let h = HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("{name}: {e}"));
-    r.register(Box::new(h.clone()))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    h
+    register(r, HistogramVec::new(opts, labels))
 }
 
 impl Metrics {
     /// A registry for `component` (gateway, worker, controller): the label `component` is
     /// attached to every series.
-    #[allow(clippy::expect_used)] // static metric definitions: a failure is a programming error
     pub fn new(component: &str) -> Self {
         let labels = std::iter::once(("component".to_owned(), component.to_owned())).collect();
-        let r = Registry::new_custom(None, Some(labels)).expect("registry");
-        let jobs_claimed = counter(
-            &r,
-            "pgfleet_jobs_claimed_total",
-            "Jobs claimed.",
-            &["queue"],
-        );
-        let claim_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "pgfleet_claim_duration_seconds",
-                "Time of one claim statement.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let r =
+            Registry::new_custom(None, Some(labels)).unwrap_or_else(|e| panic!("registry: {e}"));
+        let claim_opts = HistogramOpts::new(
+            "pgfleet_claim_duration_seconds",
+            "Time of one claim statement.",
         )
-        .expect("claim histogram");
-        r.register(Box::new(claim_duration.clone()))
-            .expect("claim histogram");
-        let listener_reconnects = IntCounter::new(
-            "pgfleet_listener_reconnects_total",
-            "NOTIFY listener reconnections.",
-        )
-        .expect("reconnects");
-        r.register(Box::new(listener_reconnects.clone()))
-            .expect("reconnects");
-        let queue_depth = IntGaugeVec::new(
-            Opts::new("pgfleet_queue_depth", "Jobs by queue, partition and state."),
-            &["queue", "partition", "state"],
-        )
-        .expect("depth");
-        r.register(Box::new(queue_depth.clone())).expect("depth");
-        let queue_lag = GaugeVec::new(
-            Opts::new(
-                "pgfleet_queue_oldest_job_age_seconds",
-                "Age of the oldest runnable job.",
-            ),
-            &["queue", "partition"],
-        )
-        .expect("lag");
-        r.register(Box::new(queue_lag.clone())).expect("lag");
-        let queue_paused = IntGaugeVec::new(
-            Opts::new("pgfleet_queue_paused", "1 when the queue is paused."),
-            &["queue"],
-        )
-        .expect("paused");
-        r.register(Box::new(queue_paused.clone())).expect("paused");
-        let queue_throughput = GaugeVec::new(
-            Opts::new(
-                "pgfleet_queue_completed_per_second",
-                "Completions per second over the last minute.",
-            ),
-            &["queue"],
-        )
-        .expect("throughput");
-        r.register(Box::new(queue_throughput.clone()))
-            .expect("throughput");
-        let workers_live = IntGaugeVec::new(
-            Opts::new("pgfleet_workers", "Live workers by pool."),
-            &["pool"],
-        )
-        .expect("workers");
-        r.register(Box::new(workers_live.clone())).expect("workers");
-        let partitions_owned = IntGaugeVec::new(
-            Opts::new(
-                "pgfleet_partitions_owned",
-                "Partitions with a live lease, by pool.",
-            ),
-            &["pool"],
-        )
-        .expect("partitions");
-        r.register(Box::new(partitions_owned.clone()))
-            .expect("partitions");
-        let uptime = Gauge::new(
-            "pgfleet_uptime_seconds",
-            "Seconds since the process started.",
-        )
-        .expect("uptime");
-        r.register(Box::new(uptime.clone())).expect("uptime");
+        .buckets(LATENCY_BUCKETS.to_vec());
         Self {
             jobs_enqueued: counter(&r, "pgfleet_jobs_enqueued_total", "Jobs enqueued.", &["queue", "kind"]),
             jobs_finished: counter(
@@ -171,15 +113,28 @@ impl Metrics {
                 &["queue", "kind", "outcome"],
             ),
             job_duration: histogram(&r, "pgfleet_job_duration_seconds", "Handler run time.", &["queue", "kind"]),
-            claim_duration,
-            jobs_claimed,
-            listener_reconnects,
-            queue_depth,
-            queue_lag,
-            queue_paused,
-            queue_throughput,
-            workers_live,
-            partitions_owned,
+            claim_duration: register(&r, Histogram::with_opts(claim_opts)),
+            jobs_claimed: counter(&r, "pgfleet_jobs_claimed_total", "Jobs claimed.", &["queue"]),
+            listener_reconnects: register(
+                &r,
+                IntCounter::new("pgfleet_listener_reconnects_total", "NOTIFY listener reconnections."),
+            ),
+            queue_depth: gauge(&r, "pgfleet_queue_depth", "Jobs by queue, partition and state.", &["queue", "partition", "state"]),
+            queue_lag: float_gauge(
+                &r,
+                "pgfleet_queue_oldest_job_age_seconds",
+                "Age of the oldest runnable job.",
+                &["queue", "partition"],
+            ),
+            queue_paused: gauge(&r, "pgfleet_queue_paused", "1 when the queue is paused.", &["queue"]),
+            queue_throughput: float_gauge(
+                &r,
+                "pgfleet_queue_completed_per_second",
+                "Completions per second over the last minute.",
+                &["queue"],
+            ),
+            workers_live: gauge(&r, "pgfleet_workers", "Live workers by pool.", &["pool"]),
+            partitions_owned: gauge(&r, "pgfleet_partitions_owned", "Partitions with a live lease, by pool.", &["pool"]),
             http_requests: counter(
                 &r,
                 "pgfleet_http_requests_total",
@@ -194,7 +149,7 @@ impl Metrics {
                 "Webhooks refused for their signature.",
                 &["source"],
             ),
-            uptime,
+            uptime: register(&r, Gauge::new("pgfleet_uptime_seconds", "Seconds since the process started.")),
             started: std::time::Instant::now(),
             registry: r,
         }
