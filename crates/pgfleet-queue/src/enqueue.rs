@@ -261,12 +261,9 @@ impl Queue {
         let mut cols = Columns::default();
         let mut seen_keys: HashMap<&str, usize> = HashMap::new();
         let mut rng = rand::thread_rng();
-        let known = self
-            .inner
-            .known_queues
-            .lock()
-            .map(|k| k.clone())
-            .unwrap_or_default();
+        // Checked under the lock (no await below), not cloned: this runs on every enqueue.
+        let known = self.inner.known_queues.lock().ok();
+        let is_known = |q: &str| known.as_ref().is_some_and(|k| k.contains(q));
         for job in jobs {
             if let Some(key) = job.unique_key.as_deref() {
                 if let Some(&slot) = seen_keys.get(key) {
@@ -280,7 +277,7 @@ impl Queue {
                 Some(key) => p.of_key(key),
                 None => rng.gen_range(0..p.get()) as i16,
             };
-            if !known.contains(&job.queue) && !cols.new_queues.contains(&job.queue) {
+            if !is_known(&job.queue) && !cols.new_queues.contains(&job.queue) {
                 cols.new_queues.push(job.queue.clone());
             }
             cols.queue.push(job.queue.clone());

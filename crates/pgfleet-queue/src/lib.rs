@@ -25,6 +25,7 @@ pub mod listener;
 pub mod migrate;
 pub mod notify;
 pub mod ownership;
+pub mod partition;
 pub mod rescue;
 pub mod retention;
 pub mod stats;
@@ -37,8 +38,6 @@ use sqlx::PgPool;
 pub use error::{QueueError, Result};
 pub use job::{Job, JobState, NewJob};
 pub use partition::PartitionCount;
-
-pub mod partition;
 
 use notify::Notifier;
 
