@@ -158,3 +158,111 @@ async fn sigterm_during_a_burn_down_loses_nothing_and_runs_nothing_twice() -> an
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Secrets never reach the logs: a gateway logging at `trace` serves requests carrying an API
+/// key, a signed webhook and an HMAC-signed request; none of the key, the webhook secret, the
+/// signatures or the HMAC secret appears in what it printed.
+#[tokio::test]
+async fn secrets_never_appear_in_the_gateways_logs() -> anyhow::Result<()> {
+    use pgfleet_gateway::signature::{sign_request, WebhookSecret};
+    let db = TestDb::new().await?;
+    let dir = std::env::temp_dir().join(format!("pgfleet-it-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir)?;
+    let key = "pgf_live_SECRETKEY_0123456789abcdef";
+    let webhook_secret = "whsec_c3VwZXItc2VjcmV0LXdlYmhvb2sta2V5";
+    let hmac = "HMAC_SECRET_value_42";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let keys = format!("{key}:admin");
+    let secrets = format!("payments={webhook_secret}");
+    let env = [
+        ("PGFLEET_API_KEYS", keys.as_str()),
+        ("PGFLEET_WEBHOOK_SECRETS", secrets.as_str()),
+        ("PGFLEET_HMAC_SECRET", hmac),
+        ("RUST_LOG", "trace"),
+    ];
+    let log = dir.join("gateway.log");
+    let mut gw = spawn(Some(&db.url), &["gateway", "--listen", &listen], &log, &env);
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    eventually("gateway up", Duration::from_secs(30), || async {
+        Ok(http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ()))
+    })
+    .await?;
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(key)
+        .body(r#"{"kind":"noop"}"#)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201);
+    let body = r#"{"event_id":"evt_log","type":"payment.succeeded","amount":1,"currency":"EUR"}"#;
+    let ts = chrono::Utc::now().timestamp();
+    let sig = WebhookSecret::parse(webhook_secret)
+        .map_err(anyhow::Error::msg)?
+        .sign("m1", ts, body.as_bytes());
+    let r = http
+        .post(format!("{base}/webhooks/payments"))
+        .header("webhook-id", "m1")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", &sig)
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let req_sig = sign_request(
+        hmac.as_bytes(),
+        ts,
+        "POST",
+        "/v1/jobs",
+        br#"{"kind":"noop"}"#,
+    );
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .header("x-timestamp", ts.to_string())
+        .header("x-signature", &req_sig)
+        .body(r#"{"kind":"noop"}"#)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201);
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth("wrong-key-but-still-secret-123")
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401);
+    signal(&gw, "TERM");
+    assert!(wait_exit(&mut gw, Duration::from_secs(30)).await.success());
+    let printed =
+        std::fs::read_to_string(&log)? + &std::fs::read_to_string(log.with_extension("out"))?;
+    assert!(
+        printed.contains("/v1/jobs"),
+        "the log has the requests (so the check means something)"
+    );
+    let sig_b64 = sig.trim_start_matches("v1,");
+    for secret in [
+        key,
+        webhook_secret,
+        &webhook_secret[6..],
+        hmac,
+        sig_b64,
+        &req_sig,
+        "wrong-key-but-still-secret-123",
+    ] {
+        assert!(
+            !printed.contains(secret),
+            "a secret leaked into the logs: {secret}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
