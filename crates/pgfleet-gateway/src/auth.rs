@@ -65,6 +65,13 @@ impl<const LEVEL: u8> FromRequest<AppState> for Authed<LEVEL> {
     }
 }
 
+fn limit(state: &AppState, credential: [u8; 32]) -> Result<(), ApiError> {
+    match &state.limiter {
+        Some(l) => l.take(credential).map_err(ApiError::RateLimited),
+        None => Ok(()),
+    }
+}
+
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -94,6 +101,7 @@ pub fn authorize(
             }
         }
         let scope = found.ok_or_else(|| ApiError::Unauthorized("unknown API key".into()))?;
+        limit(state, hash)?;
         if scope < needed {
             return Err(ApiError::Forbidden(format!(
                 "this API key has scope {scope:?}; {needed:?} is required"
@@ -107,6 +115,7 @@ pub fn authorize(
             .as_deref()
             .ok_or_else(|| ApiError::Unauthorized("signed requests are not enabled".into()))?;
         let now = chrono::Utc::now().timestamp();
+        limit(state, hash_key("hmac-signed-requests"))?;
         let parts = SignedParts { method, path, body };
         return verify_request(
             secret,

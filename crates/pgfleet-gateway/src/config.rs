@@ -61,6 +61,8 @@ pub struct GatewayConfig {
     pub timeout: Duration,
     /// The queue webhook jobs go to (default `default`).
     pub webhook_queue: String,
+    /// Requests per second allowed per credential (`None`: unlimited).
+    pub rate_limit: Option<u32>,
 }
 
 impl Default for GatewayConfig {
@@ -73,6 +75,7 @@ impl Default for GatewayConfig {
             body_limit: 1024 * 1024,
             timeout: Duration::from_secs(10),
             webhook_queue: "default".into(),
+            rate_limit: None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod problem;
 pub mod queues;
+pub mod ratelimit;
 pub mod signature;
 pub mod tasks;
 pub mod webhooks;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub ingest: ingest::Ingest,
     /// Prometheus metrics of this gateway.
     pub metrics: Arc<pgfleet_telemetry::Metrics>,
+    /// Per-credential rate limits, when configured.
+    pub limiter: Option<Arc<ratelimit::RateLimiter>>,
 }
 
 impl AppState {
@@ -66,11 +69,15 @@ impl AppState {
         metrics: Arc<pgfleet_telemetry::Metrics>,
     ) -> Self {
         let ingest = ingest::Ingest::spawn(queue.clone(), config.webhook_queue.clone(), 4, 256);
+        let limiter = config
+            .rate_limit
+            .map(|n| Arc::new(ratelimit::RateLimiter::new(n)));
         Self {
             queue,
             config: Arc::new(config),
             ingest,
             metrics,
+            limiter,
         }
     }
 }

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// The resource is in a state that forbids the action (409).
     #[error("{0}")]
     Conflict(String),
+    /// Too many requests for this credential (429); retry after this many seconds.
+    #[error("rate limit exceeded: retry after {0} s")]
+    RateLimited(u64),
     /// Body over the limit (413).
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -88,6 +92,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "body-too-large",
+            ApiError::RateLimited(_) => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
         }
     }
@@ -115,12 +120,18 @@ impl IntoResponse for ApiError {
         }
         let p = self.problem();
         let body = serde_json::to_vec(&p).unwrap_or_default();
-        (
+        let mut res = (
             self.status(),
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let ApiError::RateLimited(secs) = self {
+            if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        res
     }
 }
 

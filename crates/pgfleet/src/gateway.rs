@@ -36,6 +36,9 @@ pub struct GatewayFlags {
     /// Largest request body, bytes.
     #[arg(long, env = "PGFLEET_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+    /// Requests per second allowed per API key (or for signed requests); 0: unlimited.
+    #[arg(long, env = "PGFLEET_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
     /// Queue that webhook processing jobs go to.
     #[arg(long, env = "PGFLEET_WEBHOOK_QUEUE", default_value = "default")]
     pub webhook_queue: String,
@@ -59,6 +62,7 @@ impl GatewayFlags {
             tolerance: Duration::from_secs(self.tolerance_secs),
             body_limit: self.body_limit,
             webhook_queue: self.webhook_queue.clone(),
+            rate_limit: (self.rate_limit > 0).then_some(self.rate_limit),
             ..GatewayConfig::default()
         })
     }

@@ -184,3 +184,47 @@ async fn api_auth_and_validation_errors() -> anyhow::Result<()> {
     assert_eq!(counts(&g).await?, before, "no table changed");
     Ok(())
 }
+
+#[tokio::test]
+async fn each_credential_is_rate_limited_with_429_and_retry_after() -> anyhow::Result<()> {
+    let g = crate::spawn_gateway_with(|c| c.rate_limit = Some(5)).await?;
+    let url = format!("{}/v1/queues", g.base);
+    for _ in 0..5 {
+        assert_eq!(
+            g.http
+                .get(&url)
+                .bearer_auth(READ_KEY)
+                .send()
+                .await?
+                .status(),
+            200
+        );
+    }
+    let r = g.http.get(&url).bearer_auth(READ_KEY).send().await?;
+    let retry_after: u64 = r.headers()["retry-after"].to_str()?.parse()?;
+    assert!(retry_after >= 1);
+    let v = problem(r, 429).await;
+    assert!(v["detail"].as_str().unwrap().contains("rate limit"));
+    // Another key has its own bucket.
+    assert_eq!(
+        g.http
+            .get(&url)
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    // The bucket refills.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        g.http
+            .get(&url)
+            .bearer_auth(READ_KEY)
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    Ok(())
+}

@@ -33,6 +33,11 @@ impl Drop for Gateway {
 }
 
 pub async fn spawn_gateway() -> anyhow::Result<Gateway> {
+    spawn_gateway_with(|_| {}).await
+}
+
+/// A gateway whose configuration `tweak` adjusts after the test defaults.
+pub async fn spawn_gateway_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Result<Gateway> {
     let (db, queue) = pgfleet_testkit::migrated().await?;
     let mut config = GatewayConfig::default();
     config.api_keys = vec![
@@ -54,6 +59,7 @@ pub async fn spawn_gateway() -> anyhow::Result<Gateway> {
         .insert("github".into(), vec![WebhookSecret::parse(SECRET).unwrap()]);
     config.hmac_secret = Some(HMAC.as_bytes().to_vec());
     config.body_limit = 64 * 1024;
+    tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let stop = CancellationToken::new();
