@@ -1,7 +1,6 @@
 use serde_json::Value;
 
-use crate::{counts, post_webhook, spawn_gateway, ADMIN_KEY, READ_KEY, SECRET};
-use pgfleet_gateway::signature::WebhookSecret;
+use crate::{counts, post_webhook, spawn_gateway, webhook_request, ADMIN_KEY, READ_KEY, SECRET};
 
 async fn problem(r: reqwest::Response, status: u16) -> Value {
     assert_eq!(r.status(), status);
@@ -56,30 +55,12 @@ async fn every_bad_webhook_gets_its_status_a_problem_body_and_writes_nothing() -
     let v = problem(r, 401).await;
     assert!(v["detail"].as_str().unwrap().contains("webhook-id"));
     let ts = chrono::Utc::now().timestamp();
-    let wrong = WebhookSecret::parse("whsec_d3Jvbmc=")
-        .unwrap()
-        .sign("m4", ts, body.as_bytes());
-    let r = g
-        .http
-        .post(format!("{}/webhooks/payments", g.base))
-        .header("webhook-id", "m4")
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", wrong)
-        .body(body.clone())
+    let wrong_secret = "whsec_d3Jvbmc=";
+    let r = webhook_request(&g, "payments", "m4", ts, wrong_secret, &body)
         .send()
         .await?;
     problem(r, 401).await;
-    let old = ts - 3600;
-    let stale = WebhookSecret::parse(SECRET)
-        .unwrap()
-        .sign("m5", old, body.as_bytes());
-    let r = g
-        .http
-        .post(format!("{}/webhooks/payments", g.base))
-        .header("webhook-id", "m5")
-        .header("webhook-timestamp", old.to_string())
-        .header("webhook-signature", stale)
-        .body(body.clone())
+    let r = webhook_request(&g, "payments", "m5", ts - 3600, SECRET, &body)
         .send()
         .await?;
     let v = problem(r, 401).await;

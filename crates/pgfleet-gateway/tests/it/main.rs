@@ -77,7 +77,22 @@ pub async fn spawn_gateway_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyho
 /// Signs and posts a webhook body.
 pub async fn post_webhook(g: &Gateway, source: &str, id: &str, body: &str) -> reqwest::Response {
     let ts = chrono::Utc::now().timestamp();
-    let sig = WebhookSecret::parse(SECRET)
+    webhook_request(g, source, id, ts, SECRET, body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A webhook request signed with `secret` at `ts` (tests vary both, or add headers).
+pub fn webhook_request(
+    g: &Gateway,
+    source: &str,
+    id: &str,
+    ts: i64,
+    secret: &str,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let sig = WebhookSecret::parse(secret)
         .unwrap()
         .sign(id, ts, body.as_bytes());
     g.http
@@ -87,9 +102,6 @@ pub async fn post_webhook(g: &Gateway, source: &str, id: &str, body: &str) -> re
         .header("webhook-signature", sig)
         .header("content-type", "application/json")
         .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
 }
 
 /// Row counts of every table a request could write.

@@ -1,7 +1,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgfleet_gateway::signature::WebhookSecret;
 use pgfleet_testkit::eventually;
 use pgfleet_testkit::otlp::OtlpReceiver;
 
@@ -24,17 +23,8 @@ async fn one_trace_from_webhook_to_ledger_over_otlp() -> anyhow::Result<()> {
     let body =
         r#"{"event_id":"evt_traced","type":"payment.succeeded","amount":42,"currency":"EUR"}"#;
     let ts = chrono::Utc::now().timestamp();
-    let sig = WebhookSecret::parse(SECRET)
-        .unwrap()
-        .sign("t1", ts, body.as_bytes());
-    let r = g
-        .http
-        .post(format!("{}/webhooks/payments", g.base))
-        .header("webhook-id", "t1")
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", sig)
+    let r = crate::webhook_request(&g, "payments", "t1", ts, SECRET, body)
         .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
-        .body(body)
         .send()
         .await?;
     assert_eq!(r.status(), 202);
