@@ -63,6 +63,12 @@ pub struct GatewayConfig {
     pub webhook_queue: String,
     /// Requests per second allowed per credential (`None`: unlimited).
     pub rate_limit: Option<u32>,
+    /// The VAPID public key served at `/v1/vapid-public-key` (`None`: push not configured).
+    pub vapid_public_key: Option<String>,
+    /// Accept `http://` subscription endpoints on loopback hosts (development only).
+    pub push_allow_http_loopback: bool,
+    /// The queue outbound message jobs go to (default `default`).
+    pub messages_queue: String,
 }
 
 impl Default for GatewayConfig {
@@ -76,6 +82,9 @@ impl Default for GatewayConfig {
             timeout: Duration::from_secs(10),
             webhook_queue: "default".into(),
             rate_limit: None,
+            vapid_public_key: None,
+            push_allow_http_loopback: false,
+            messages_queue: "default".into(),
         }
     }
 }

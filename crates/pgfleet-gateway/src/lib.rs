@@ -11,10 +11,11 @@ pub mod auth;
 pub mod config;
 pub mod ingest;
 pub mod jobs;
+pub mod messages;
 pub mod problem;
+pub mod push;
 pub mod queues;
 pub mod ratelimit;
-pub mod signature;
 pub mod tasks;
 pub mod webhooks;
 
@@ -34,6 +35,9 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 pub use config::GatewayConfig;
+/// Signature schemes (Standard Webhooks, signed API requests), shared with outbound
+/// message delivery.
+pub use pgfleet_messages::signature;
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -85,12 +89,16 @@ impl AppState {
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "pgfleet", description = "Background jobs on PostgreSQL: webhook ingest and the jobs API."),
+    info(title = "pgfleet", description = "Background jobs on PostgreSQL: webhook ingest, the jobs API, Web Push and outbound messages."),
     paths(
         webhooks::receive,
         jobs::create, jobs::create_batch, jobs::get, jobs::list, jobs::retry, jobs::cancel, jobs::delete,
         queues::list, queues::pause, queues::resume, queues::workers, queues::partitions,
         queues::start, queues::stop, tasks::create, tasks::list, healthz, readyz,
+        push::subscribe, push::list_subscriptions, push::get_subscription, push::delete_subscription,
+        push::notify, push::list_notifications, push::get_notification, push::attempts,
+        push::seed_notify, push::vapid_public_key,
+        messages::create, messages::get, messages::list_sent,
     ),
     components(schemas(problem::Problem)),
     modifiers(&Security),
@@ -247,6 +255,35 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues/{name}/resume", post(queues::resume))
         .route("/v1/workers", get(queues::workers))
         .route("/v1/partitions", get(queues::partitions))
+        .route(
+            "/v1/subscriptions",
+            post(push::subscribe).get(push::list_subscriptions),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(push::get_subscription).delete(push::delete_subscription),
+        )
+        .route(
+            "/subscriptions",
+            post(push::subscribe).get(push::list_subscriptions),
+        )
+        .route(
+            "/v1/notifications",
+            post(push::notify).get(push::list_notifications),
+        )
+        .route("/v1/notifications/{id}", get(push::get_notification))
+        .route("/v1/notifications/{id}/attempts", get(push::attempts))
+        .route(
+            "/notifications",
+            post(push::seed_notify).get(push::list_notifications),
+        )
+        .route("/v1/vapid-public-key", get(push::vapid_public_key))
+        .route(
+            "/v1/messages",
+            post(messages::create).get(messages::list_sent),
+        )
+        .route("/v1/messages/{id}", get(messages::get))
+        .route("/messages", post(messages::create).get(messages::list_sent))
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route("/start", post(queues::start))
         .route("/stop", post(queues::stop))

@@ -55,6 +55,9 @@ pub enum ApiError {
     /// Body over the limit (413).
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// A feature this request needs is not configured (503, the message says how).
+    #[error("{0}")]
+    NotConfigured(String),
     /// The database is unavailable or failed (503); the cause is logged, not shown.
     #[error("service unavailable")]
     Unavailable(String),
@@ -79,7 +82,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -94,6 +97,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "body-too-large",
             ApiError::RateLimited(_) => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::NotConfigured(_) => "not-configured",
         }
     }
 

@@ -5,13 +5,17 @@
 //! the `payments.process` step: upsert the ledger row idempotently and mark the stored
 //! webhook event `done` — or `failed` with the error and the attempt count.
 //!
+//! When a payment is recorded for a user who has push subscriptions, a "payment received"
+//! notification is created in the same transaction (so it is sent exactly when the payment
+//! is recorded, and never twice for a redelivered event).
+//!
 //! Validation is shared: the gateway refuses a bad event before storing it (422 naming the
 //! field) and the processor checks again, so a row written by any other path is safe too.
 
 mod currency;
 
 use serde_json::Value;
-use sqlx::PgPool;
+use pgfleet_queue::Queue;
 
 pub use currency::is_iso4217;
 
@@ -156,17 +160,64 @@ pub enum ProcessError {
     /// The database failed: retry.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The notification could not be created: retry.
+    #[error("payment notification: {0}")]
+    Notify(String),
 }
 
-/// Processes stored webhook event `event_row`: validates it, upserts the ledger row and marks
-/// the event `done`, all in one transaction. On failure, records `failed`, the error and the
+impl From<pgfleet_push::store::StoreError> for ProcessError {
+    fn from(e: pgfleet_push::store::StoreError) -> Self {
+        match e {
+            pgfleet_push::store::StoreError::Database(d) => Self::Database(d),
+            other => Self::Notify(other.to_string()),
+        }
+    }
+}
+
+/// The notification type sent when a payment is recorded.
+pub const NOTIFICATION_TYPE: &str = "payment.received";
+
+/// Currencies without minor units (ISO 4217 exponent 0) among the common ones.
+const ZERO_DECIMAL: &[&str] = &["JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "PYG"];
+
+/// `1999` `EUR` → `19.99 EUR`; `500` `JPY` → `500 JPY`.
+pub fn format_amount(amount_minor: i64, currency: &str) -> String {
+    if ZERO_DECIMAL.contains(&currency) {
+        format!("{amount_minor} {currency}")
+    } else {
+        format!("{}.{:02} {currency}", amount_minor / 100, amount_minor % 100)
+    }
+}
+
+/// The "payment received" notification for `event`'s user.
+pub fn payment_notification(event: &PaymentEvent, user_id: &str) -> pgfleet_push::store::NewNotification {
+    let mut n = pgfleet_push::store::NewNotification::new(
+        NOTIFICATION_TYPE,
+        vec![user_id.to_owned()],
+        "Payment received",
+        &format!("We received your payment of {}.", format_amount(event.amount_minor, &event.currency)),
+    );
+    n.priority = pgfleet_push::store::Priority::High;
+    n.urgency = "high".into();
+    n.data = serde_json::json!({
+        "event_id": event.event_id,
+        "amount_minor": event.amount_minor,
+        "currency": event.currency,
+    });
+    n
+}
+
+/// Processes stored webhook event `event_row`: validates it, upserts the ledger row, creates
+/// the "payment received" notification when the payment is new and its user has push
+/// subscriptions, and marks the event `done`, all in one transaction. On failure, records `failed`, the error and the
 /// attempt count (in its own transaction) and returns the error.
 ///
 /// # Errors
 /// [`ProcessError`]; `Invalid` and `Missing` are permanent.
-#[tracing::instrument(name = "payments.process", skip(pool))]
-pub async fn process(pool: &PgPool, event_row: i64) -> Result<Processed, ProcessError> {
-    match process_once(pool, event_row).await {
+#[tracing::instrument(name = "payments.process", skip(queue))]
+pub async fn process(queue: &Queue, event_row: i64) -> Result<Processed, ProcessError> {
+    let pool = queue.pool();
+    match process_once(queue, event_row).await {
         Ok(p) => Ok(p),
         Err(e) => {
             let _ = sqlx::query(
@@ -182,8 +233,8 @@ pub async fn process(pool: &PgPool, event_row: i64) -> Result<Processed, Process
     }
 }
 
-async fn process_once(pool: &PgPool, event_row: i64) -> Result<Processed, ProcessError> {
-    let mut tx = pool.begin().await?;
+async fn process_once(queue: &Queue, event_row: i64) -> Result<Processed, ProcessError> {
+    let mut tx = queue.pool().begin().await?;
     let row: Option<(String, Value)> = sqlx::query_as(
         "UPDATE pgfleet.webhook_events SET status = 'processing', updated_at = now() \
          WHERE id = $1 RETURNING source, payload",
@@ -207,6 +258,26 @@ async fn process_once(pool: &PgPool, event_row: i64) -> Result<Processed, Proces
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    let mut wakeups = None;
+    if let (1, Some(user)) = (inserted, event.user_id.as_deref()) {
+        let subscribed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pgfleet.push_subscriptions WHERE user_id = $1 AND active)",
+        )
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await?;
+        if subscribed {
+            let n = payment_notification(&event, user);
+            let (_, w) = pgfleet_push::store::create_notification_in(
+                queue,
+                &mut tx,
+                &n,
+                pgfleet_telemetry::trace_metadata(),
+            )
+            .await?;
+            wakeups = Some(w);
+        }
+    }
     sqlx::query(
         "UPDATE pgfleet.webhook_events SET status = 'done', last_error = NULL, \
          attempts = attempts + 1, processed_at = now(), updated_at = now() WHERE id = $1",
@@ -215,6 +286,9 @@ async fn process_once(pool: &PgPool, event_row: i64) -> Result<Processed, Proces
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    if let Some(w) = wakeups {
+        queue.wake(w);
+    }
     Ok(if inserted == 1 {
         Processed::Recorded
     } else {

@@ -58,6 +58,17 @@ pub struct Metrics {
     pub webhooks: IntCounterVec,
     /// Webhook signature failures by source.
     pub webhook_signature_failures: IntCounterVec,
+    /// Web Push requests by result (`delivered`, `gone`, `retry`, `rejected`, `transport`)
+    /// and push service status (`201`, `410`, `none`...).
+    pub push_deliveries: IntCounterVec,
+    /// Web Push request time (encryption to answer).
+    pub push_duration: Histogram,
+    /// Time spent encrypting and signing one push.
+    pub push_crypto_duration: Histogram,
+    /// Notifications created, by priority (high, normal, low).
+    pub notifications_created: IntCounterVec,
+    /// Outbound message deliveries by result (`sent`, `retry`, `failed`).
+    pub messages_delivered: IntCounterVec,
     /// Seconds since the process started (a liveness signal for dashboards).
     pub uptime: Gauge,
     started: std::time::Instant,
@@ -148,6 +159,27 @@ impl Metrics {
                 "pgfleet_webhook_signature_failures_total",
                 "Webhooks refused for their signature.",
                 &["source"],
+            ),
+            push_deliveries: counter(
+                &r,
+                "pgfleet_push_deliveries_total",
+                "Web Push requests by result and push service status.",
+                &["result", "status"],
+            ),
+            push_duration: register(&r, Histogram::with_opts(
+                HistogramOpts::new("pgfleet_push_duration_seconds", "Web Push request time, encryption to answer.")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+            )),
+            push_crypto_duration: register(&r, Histogram::with_opts(
+                HistogramOpts::new("pgfleet_push_crypto_duration_seconds", "Time spent encrypting and signing one push.")
+                    .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01]),
+            )),
+            notifications_created: counter(&r, "pgfleet_notifications_created_total", "Notifications created, by priority.", &["priority"]),
+            messages_delivered: counter(
+                &r,
+                "pgfleet_messages_delivered_total",
+                "Outbound message deliveries by result (sent, retry, failed).",
+                &["result"],
             ),
             uptime: register(&r, Gauge::new("pgfleet_uptime_seconds", "Seconds since the process started.")),
             started: std::time::Instant::now(),

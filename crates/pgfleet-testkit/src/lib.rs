@@ -6,6 +6,7 @@
 //! when the binary exits. Tests therefore run in parallel without seeing each other.
 
 pub mod otlp;
+pub mod push;
 
 use std::sync::OnceLock;
 use std::time::Duration;

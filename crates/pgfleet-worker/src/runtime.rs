@@ -534,6 +534,11 @@ async fn execute(
                 Disposition::Snooze(after) => Outcome::Snooze {
                     at: chrono_now_plus(after),
                 },
+                Disposition::RetryAfter(_) if attempt >= max_attempts => failure(e.message, true),
+                Disposition::RetryAfter(after) => Outcome::Retry {
+                    at: chrono_now_plus(after),
+                    error: e.message,
+                },
             },
             Ok(Err(panic)) => {
                 shared.stats.panicked.fetch_add(1, Ordering::Relaxed);

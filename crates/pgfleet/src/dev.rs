@@ -15,8 +15,9 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::database::{connect_pool, DbArgs, DEFAULT_DATA_DIR};
+use crate::delivery::{DeliveryFlags, VapidFlags};
 use crate::gateway::GatewayFlags;
-use crate::worker::WorkerFlags;
+use crate::worker::{Handlers, WorkerFlags};
 use pgfleet_gateway::AppState;
 
 /// `pgfleet dev`.
@@ -46,6 +47,10 @@ pub struct DevArgs {
     worker: WorkerFlags,
     #[command(flatten)]
     gateway: GatewayFlags,
+    #[command(flatten)]
+    vapid: VapidFlags,
+    #[command(flatten)]
+    delivery: DeliveryFlags,
 }
 
 /// Reads a dev credential from `path`, or makes one with `make` and keeps it there.
@@ -58,6 +63,17 @@ fn dev_secret(path: &std::path::Path, make: impl FnOnce() -> String) -> anyhow::
     let s = make();
     std::fs::write(path, &s)?;
     Ok(s)
+}
+
+/// The dev VAPID key pair, kept in `data_dir/dev-vapid-private-key` between runs.
+fn dev_vapid_keys(data_dir: &std::path::Path) -> anyhow::Result<pgfleet_push::VapidKeys> {
+    const SUBJECT: &str = "mailto:dev@pgfleet.localhost";
+    let private = dev_secret(&data_dir.join("dev-vapid-private-key"), || {
+        pgfleet_push::VapidKeys::generate(SUBJECT)
+            .map(|k| k.private_key())
+            .unwrap_or_default()
+    })?;
+    Ok(pgfleet_push::VapidKeys::from_base64url(&private, None, SUBJECT)?)
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -118,7 +134,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         })?;
         gateway.webhook_secrets = format!("payments={secret}");
     }
-    let config = gateway.config()?;
+    let mut vapid = args.vapid.clone();
+    if vapid.vapid_private_key.is_none() {
+        let keys = dev_vapid_keys(&args.data_dir)?;
+        vapid.vapid_public_key = Some(keys.public_key().to_owned());
+        vapid.vapid_private_key = Some(keys.private_key());
+        vapid.vapid_subject = Some(keys.subject().to_owned());
+    }
+    let mut delivery = args.delivery.clone();
+    if delivery.messages_secret.is_none() {
+        delivery.messages_secret = Some(dev_secret(&args.data_dir.join("dev-messages-secret"), || {
+            use base64::Engine;
+            format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(random_bytes(24))
+            )
+        })?);
+    }
+    // Browsers' push services are https, but a local fake or test service may be plain http.
+    gateway.push_allow_http_loopback = true;
+    let config = gateway.config(&vapid)?;
+    let handlers = Handlers::from_flags(&vapid, &delivery)?;
     let queue = Queue::new(pool).await?;
     let worker_queue = Queue::new(worker_pool).await?;
     let stop = crate::shutdown_on_signal();
@@ -126,10 +162,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(pgfleet_telemetry::Metrics::new("dev"));
     let mut tasks = Vec::new();
     for _ in 0..args.workers.max(1) {
-        let worker = args
-            .worker
-            .build(&worker_queue, options.clone())?
-            .with_metrics(metrics.clone());
+        let worker =
+            args.worker
+                .build(&worker_queue, options.clone(), &handlers, metrics.clone())?;
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             worker.run(stop).await.map_err(anyhow::Error::from)

@@ -7,6 +7,7 @@ use pgfleet_gateway::{AppState, GatewayConfig};
 use pgfleet_queue::Queue;
 
 use crate::database::DbArgs;
+use crate::delivery::VapidFlags;
 
 /// Gateway flags (shared with `pgfleet dev`).
 #[derive(Debug, Clone, clap::Args)]
@@ -42,6 +43,12 @@ pub struct GatewayFlags {
     /// Queue that webhook processing jobs go to.
     #[arg(long, env = "PGFLEET_WEBHOOK_QUEUE", default_value = "default")]
     pub webhook_queue: String,
+    /// Queue that outbound message jobs go to.
+    #[arg(long, env = "PGFLEET_MESSAGES_QUEUE", default_value = "default")]
+    pub messages_queue: String,
+    /// Accept plain-http push endpoints on loopback hosts (development and tests only).
+    #[arg(long, env = "PGFLEET_PUSH_ALLOW_HTTP_LOOPBACK")]
+    pub push_allow_http_loopback: bool,
 }
 
 impl GatewayFlags {
@@ -49,7 +56,7 @@ impl GatewayFlags {
     ///
     /// # Errors
     /// Malformed keys or secrets (the message names the variable).
-    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
+    pub fn config(&self, vapid: &VapidFlags) -> anyhow::Result<GatewayConfig> {
         Ok(GatewayConfig {
             api_keys: GatewayConfig::parse_api_keys(&self.api_keys).map_err(anyhow::Error::msg)?,
             webhook_secrets: GatewayConfig::parse_webhook_secrets(&self.webhook_secrets)
@@ -63,6 +70,9 @@ impl GatewayFlags {
             body_limit: self.body_limit,
             webhook_queue: self.webhook_queue.clone(),
             rate_limit: (self.rate_limit > 0).then_some(self.rate_limit),
+            vapid_public_key: vapid.public_key()?,
+            push_allow_http_loopback: self.push_allow_http_loopback,
+            messages_queue: self.messages_queue.clone(),
             ..GatewayConfig::default()
         })
     }
@@ -78,6 +88,8 @@ pub struct GatewayArgs {
     listen: String,
     #[command(flatten)]
     gateway: GatewayFlags,
+    #[command(flatten)]
+    vapid: VapidFlags,
 }
 
 /// Runs the gateway until SIGINT/SIGTERM.
@@ -85,7 +97,7 @@ pub struct GatewayArgs {
 /// # Errors
 /// Bad configuration, an unreachable database, or a port in use.
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let config = args.gateway.config()?;
+    let config = args.gateway.config(&args.vapid)?;
     if config.api_keys.is_empty() && config.hmac_secret.is_none() {
         anyhow::bail!("no credentials configured: set PGFLEET_API_KEYS or PGFLEET_HMAC_SECRET");
     }

@@ -1,12 +1,13 @@
 //! `pgfleet`: one binary for every pgfleet component.
 //!
 //! Subcommands: `dev` (everything on a laptop, on an embedded PostgreSQL by default),
-//! `migrate`, `enqueue`, `worker`, `status`, `bench`. Settings come from flags or from
+//! `migrate`, `enqueue`, `worker`, `gateway`, `status`, `bench`, `loadsim`, `vapid`. Settings come from flags or from
 //! `PGFLEET_*` environment variables; the database from `--database-url`,
 //! `PGFLEET_DATABASE_URL` or `DATABASE_URL`.
 
 mod bench;
 mod database;
+mod delivery;
 mod dev;
 mod enqueue;
 mod gateway;
@@ -43,6 +44,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Send signed random payment webhooks at a fixed rate and summarise the answers.
     Loadsim(loadsim::LoadsimArgs),
+    /// VAPID keys for Web Push.
+    Vapid(delivery::VapidArgs),
 }
 
 mod migrate {
@@ -85,6 +88,7 @@ async fn main() -> std::process::ExitCode {
         Command::Status(a) => status::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Loadsim(a) => loadsim::run(a).await,
+        Command::Vapid(a) => delivery::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

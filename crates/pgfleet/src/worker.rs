@@ -1,14 +1,17 @@
 //! `pgfleet worker`: serve a pool's queues with the built-in handlers until SIGTERM.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use pgfleet_queue::claim::QueueOrder;
 use pgfleet_queue::Queue;
 use pgfleet_worker::{Registry, Worker, WorkerConfig};
+use pgfleet_telemetry::Metrics;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::database::DbArgs;
+use crate::delivery::{DeliveryFlags, VapidFlags};
 
 /// Worker flags (shared with `pgfleet dev`).
 #[derive(Debug, Clone, clap::Args)]
@@ -23,7 +26,7 @@ pub struct WorkerFlags {
         long,
         env = "PGFLEET_QUEUES",
         value_delimiter = ',',
-        default_value = "default"
+        default_value = "high:6,default:3,low:1"
     )]
     pub queues: Vec<String>,
     /// Serve the queues in strict order: a later queue only gets what earlier ones leave.
@@ -97,19 +100,57 @@ impl WorkerFlags {
         Ok(c)
     }
 
-    /// A worker with the built-in handlers and `payments.process` on `queue`; `options` is used for its listener.
+    /// A worker on `queue` with the built-in handlers, `payments.process`, and — when
+    /// configured — `webpush.deliver` and `messages.deliver`, recording into `metrics`;
+    /// `options` is used for its listener.
     ///
     /// # Errors
     /// When the configuration is invalid (no queue, zero concurrency, a bad queue name).
-    pub fn build(&self, queue: &Queue, options: PgConnectOptions) -> anyhow::Result<Worker> {
+    pub fn build(
+        &self,
+        queue: &Queue,
+        options: PgConnectOptions,
+        handlers: &Handlers,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Worker> {
         let mut registry = Registry::builtin();
-        registry.with_payments(queue.pool().clone());
-        Ok(Worker::new(
-            queue.clone(),
-            options,
-            self.config()?,
-            registry,
-        )?)
+        registry.with_payments(queue.clone());
+        if let Some(push) = &handlers.push {
+            registry.with_push(queue.pool().clone(), push.clone(), metrics.clone());
+        }
+        if let Some(d) = &handlers.messages {
+            registry.with_messages(queue.pool().clone(), d.clone(), metrics.clone());
+        }
+        Ok(Worker::new(queue.clone(), options, self.config()?, registry)?.with_metrics(metrics))
+    }
+}
+
+/// The configured delivery handlers a worker registers.
+#[derive(Debug, Clone, Default)]
+pub struct Handlers {
+    /// Web Push (needs VAPID keys).
+    pub push: Option<pgfleet_push::PushClient>,
+    /// Outbound messages (needs a signing secret).
+    pub messages: Option<pgfleet_messages::Deliverer>,
+}
+
+impl Handlers {
+    /// Handlers from the flags; logs which kinds are off and why.
+    ///
+    /// # Errors
+    /// Malformed keys, secrets or URLs.
+    pub fn from_flags(vapid: &VapidFlags, delivery: &DeliveryFlags) -> anyhow::Result<Self> {
+        let h = Self {
+            push: delivery.push_client(vapid)?,
+            messages: delivery.deliverer()?,
+        };
+        if h.push.is_none() {
+            tracing::warn!("webpush.deliver is off: set PGFLEET_VAPID_PRIVATE_KEY and PGFLEET_VAPID_SUBJECT (pgfleet vapid generate)");
+        }
+        if h.messages.is_none() {
+            tracing::warn!("messages.deliver is off: set PGFLEET_MESSAGES_SECRET (whsec_...)");
+        }
+        Ok(h)
     }
 }
 
@@ -123,6 +164,10 @@ pub struct WorkerArgs {
     health_addr: String,
     #[command(flatten)]
     worker: WorkerFlags,
+    #[command(flatten)]
+    vapid: VapidFlags,
+    #[command(flatten)]
+    delivery: DeliveryFlags,
 }
 
 /// Runs `pgfleet worker` until SIGINT/SIGTERM.
@@ -135,7 +180,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let pool = crate::database::connect_pool(worker_options, args.db.pool_size).await?;
     pgfleet_queue::migrate::migrate(&pool, None).await?;
     let queue = Queue::new(pool).await?;
-    let worker = args.worker.build(&queue, options)?;
+    let handlers = Handlers::from_flags(&args.vapid, &args.delivery)?;
+    let metrics = Arc::new(Metrics::new("worker"));
+    let worker = args.worker.build(&queue, options, &handlers, metrics)?;
     let stop = crate::shutdown_on_signal();
     if !args.health_addr.is_empty() {
         let listener = tokio::net::TcpListener::bind(&args.health_addr)

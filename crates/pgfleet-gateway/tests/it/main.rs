@@ -3,6 +3,8 @@
 
 mod api;
 mod bad_input;
+mod messages;
+mod push;
 mod tracing;
 mod webhooks;
 
@@ -122,21 +124,37 @@ pub async fn counts(g: &Gateway) -> anyhow::Result<(i64, i64, i64, i64)> {
     ))
 }
 
-/// Starts a worker (with the payments handler) on the gateway's database.
-pub async fn start_worker(
-    g: &Gateway,
-    queues: &[&str],
-) -> anyhow::Result<(
+/// A running test worker: stopped by `stop`, finished when `task` returns.
+pub type WorkerHandle = (
     CancellationToken,
     tokio::task::JoinHandle<Result<(), pgfleet_worker::WorkerError>>,
-)> {
+);
+
+/// Starts a worker (with the payments handler) on the gateway's database.
+pub async fn start_worker(g: &Gateway, queues: &[&str]) -> anyhow::Result<WorkerHandle> {
+    start_worker_with(g, queues, |_, _| {}).await
+}
+
+/// Starts a worker with the payments handler plus what `setup` registers; retries back
+/// off from 200 ms so retry paths run within a test.
+pub async fn start_worker_with(
+    g: &Gateway,
+    queues: &[&str],
+    setup: impl FnOnce(&mut pgfleet_worker::Registry, &Queue),
+) -> anyhow::Result<WorkerHandle> {
     let pool = g.db.new_pool(5).await?;
     let queue = Queue::new(pool.clone()).await?;
     let mut registry = pgfleet_worker::Registry::builtin();
-    registry.with_payments(pool);
+    registry.with_payments(queue.clone());
+    setup(&mut registry, &queue);
     let mut config =
         pgfleet_worker::WorkerConfig::new("pool", queues.iter().map(|s| s.to_string()).collect());
     config.ownership_ttl = std::time::Duration::from_millis(1500);
+    config.backoff = pgfleet_queue::backoff::Backoff {
+        base: std::time::Duration::from_millis(200),
+        max: std::time::Duration::from_secs(2),
+        jitter: 0.0,
+    };
     let worker = pgfleet_worker::Worker::new(queue, g.db.options.clone(), config, registry)?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(worker.run(stop.clone()));

@@ -1,0 +1,475 @@
+//! Web Push under `/v1`: subscriptions, notifications (fan-out) and their delivery attempts,
+//! the VAPID public key; and the seed aliases `/subscriptions` and `/notifications`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use pgfleet_push::store::{self, NewNotification, Priority, StoreError};
+use pgfleet_push::subscription::{NewSubscription, SubscriptionKeys};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{Authed, READ, WRITE};
+use crate::problem::{parse_json, ApiError, Problem};
+use crate::AppState;
+
+impl From<pgfleet_push::InvalidField> for ApiError {
+    fn from(e: pgfleet_push::InvalidField) -> Self {
+        ApiError::invalid(e.field, e.reason)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(i) => i.into(),
+            StoreError::Queue(q) => q.into(),
+            StoreError::Database(d) => d.into(),
+        }
+    }
+}
+
+/// A browser subscription: `PushSubscription.toJSON()` plus `user_id`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeRequest {
+    /// The user to notify.
+    pub user_id: String,
+    /// Push service URL (https).
+    pub endpoint: String,
+    /// Keys from the browser.
+    pub keys: KeysDto,
+    /// Sent by browsers (usually null); not used.
+    #[serde(default, rename = "expirationTime")]
+    #[schema(value_type = Option<i64>)]
+    pub expiration_time: Option<Value>,
+}
+
+/// The browser's keys, base64url.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeysDto {
+    /// 65-byte uncompressed P-256 public key.
+    pub p256dh: String,
+    /// 16-byte auth secret.
+    pub auth: String,
+}
+
+/// A stored subscription (keys are not returned).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionDto {
+    /// Id.
+    pub id: i64,
+    /// User.
+    pub user_id: String,
+    /// Push service URL.
+    pub endpoint: String,
+    /// False once the push service said it is gone.
+    pub active: bool,
+    /// Registered.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When deactivated.
+    pub deactivated_at: Option<DateTime<Utc>>,
+    /// Why.
+    pub deactivated_reason: Option<String>,
+}
+
+impl From<store::Subscription> for SubscriptionDto {
+    fn from(s: store::Subscription) -> Self {
+        Self {
+            id: s.id,
+            user_id: s.user_id,
+            endpoint: s.endpoint,
+            active: s.active,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            deactivated_at: s.deactivated_at,
+            deactivated_reason: s.deactivated_reason,
+        }
+    }
+}
+
+/// Registers (or refreshes, by endpoint) a subscription: 201 when new, 200 when updated.
+#[utoipa::path(post, path = "/v1/subscriptions", tag = "push", request_body = SubscribeRequest,
+    responses((status = 201, body = SubscriptionDto), (status = 200, body = SubscriptionDto),
+              (status = 422, body = Problem)), security(("api_key" = [])))]
+pub async fn subscribe(
+    State(state): State<AppState>,
+    Authed(body): Authed<WRITE>,
+) -> Result<(StatusCode, Json<SubscriptionDto>), ApiError> {
+    let r: SubscribeRequest = parse_json(&body)?;
+    let s = NewSubscription {
+        user_id: r.user_id,
+        endpoint: r.endpoint,
+        keys: SubscriptionKeys {
+            p256dh: r.keys.p256dh,
+            auth: r.keys.auth,
+        },
+    };
+    pgfleet_push::subscription::validate(&s, state.config.push_allow_http_loopback)?;
+    let (sub, created) = store::upsert_subscription(state.queue.pool(), &s).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(sub.into())))
+}
+
+/// Subscription list filter.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SubscriptionParams {
+    /// The user (required).
+    pub user_id: Option<String>,
+    /// Include deactivated ones (default false).
+    #[serde(default)]
+    pub include_inactive: bool,
+}
+
+/// A user's subscriptions, newest first.
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "push", params(SubscriptionParams),
+    responses((status = 200, body = Vec<SubscriptionDto>), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn list_subscriptions(
+    State(state): State<AppState>,
+    Query(p): Query<SubscriptionParams>,
+    _a: Authed<READ>,
+) -> Result<Json<Vec<SubscriptionDto>>, ApiError> {
+    let user = p
+        .user_id
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ApiError::invalid("user_id", "is required"))?;
+    let subs = store::list_subscriptions(state.queue.pool(), &user, p.include_inactive).await?;
+    Ok(Json(subs.into_iter().map(Into::into).collect()))
+}
+
+/// One subscription.
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "push",
+    responses((status = 200, body = SubscriptionDto), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn get_subscription(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    _a: Authed<READ>,
+) -> Result<Json<SubscriptionDto>, ApiError> {
+    store::get_subscription(state.queue.pool(), id)
+        .await?
+        .map(|s| Json(s.into()))
+        .ok_or_else(|| ApiError::NotFound(format!("subscription {id} not found")))
+}
+
+/// Deletes a subscription (its attempts stay).
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "push",
+    responses((status = 204), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn delete_subscription(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    _a: Authed<WRITE>,
+) -> Result<StatusCode, ApiError> {
+    if store::delete_subscription(state.queue.pool(), id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("subscription {id} not found")))
+    }
+}
+
+/// A notification to send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyRequest {
+    /// Type (`payment.received`, `test`...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Recipients (1 to 1,000).
+    pub user_ids: Vec<String>,
+    /// Title.
+    pub title: String,
+    /// Body.
+    #[serde(default)]
+    pub body: String,
+    /// Icon URL.
+    #[serde(default)]
+    pub icon: Option<String>,
+    /// URL to open on click.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Locale.
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// Free-form data for the service worker.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: Option<Value>,
+    /// high, normal (default) or low: the queue.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub priority: Option<Priority>,
+    /// Seconds the push service may hold it (default 86400, at most 28 days).
+    #[serde(default)]
+    pub ttl: Option<u32>,
+    /// very-low, low, normal (default) or high.
+    #[serde(default)]
+    pub urgency: Option<String>,
+    /// Replacement topic (up to 32 URL-safe base64 characters).
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+impl NotifyRequest {
+    fn into_new(self) -> NewNotification {
+        let mut n = NewNotification::new(&self.kind, self.user_ids, &self.title, &self.body);
+        n.icon = self.icon;
+        n.url = self.url;
+        n.locale = self.locale;
+        if let Some(d) = self.data {
+            n.data = d;
+        }
+        n.priority = self.priority.unwrap_or_default();
+        if let Some(t) = self.ttl {
+            n.ttl = t;
+        }
+        if let Some(u) = self.urgency {
+            n.urgency = u;
+        }
+        n.topic = self.topic;
+        n
+    }
+}
+
+/// A stored notification.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationDto {
+    /// Id.
+    pub id: i64,
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Recipients (empty for a broadcast).
+    pub user_ids: Vec<String>,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// Icon.
+    pub icon: Option<String>,
+    /// URL.
+    pub url: Option<String>,
+    /// Locale.
+    pub locale: Option<String>,
+    /// Data.
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// Priority.
+    pub priority: String,
+    /// TTL seconds.
+    pub ttl: i32,
+    /// Urgency.
+    pub urgency: String,
+    /// Topic.
+    pub topic: Option<String>,
+    /// Deliveries created (one per active subscription).
+    pub deliveries: i32,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<store::Notification> for NotificationDto {
+    fn from(n: store::Notification) -> Self {
+        Self {
+            id: n.id,
+            kind: n.kind,
+            user_ids: n.user_ids,
+            title: n.title,
+            body: n.body,
+            icon: n.icon,
+            url: n.url,
+            locale: n.locale,
+            data: n.data,
+            priority: n.priority,
+            ttl: n.ttl,
+            urgency: n.urgency,
+            topic: n.topic,
+            deliveries: n.deliveries,
+            created_at: n.created_at,
+        }
+    }
+}
+
+async fn create(state: &AppState, n: NewNotification) -> Result<NotificationDto, ApiError> {
+    let note = store::create_notification(&state.queue, &n, pgfleet_telemetry::trace_metadata())
+        .await?;
+    state
+        .metrics
+        .notifications_created
+        .with_label_values(&[n.priority.as_str()])
+        .inc();
+    Ok(note.into())
+}
+
+/// Creates a notification and one delivery job per active subscription of its users, in
+/// one transaction. A message that would not fit a push record (3,993 bytes) is refused.
+#[utoipa::path(post, path = "/v1/notifications", tag = "push", request_body = NotifyRequest,
+    responses((status = 201, body = NotificationDto), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn notify(
+    State(state): State<AppState>,
+    Authed(body): Authed<WRITE>,
+) -> Result<(StatusCode, Json<NotificationDto>), ApiError> {
+    let r: NotifyRequest = parse_json(&body)?;
+    Ok((StatusCode::CREATED, Json(create(&state, r.into_new()).await?)))
+}
+
+/// Notification list filter.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct NotificationParams {
+    /// Only those sent to this user.
+    pub user_id: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// Recent notifications, newest first.
+#[utoipa::path(get, path = "/v1/notifications", tag = "push", params(NotificationParams),
+    responses((status = 200, body = Vec<NotificationDto>)), security(("api_key" = [])))]
+pub async fn list_notifications(
+    State(state): State<AppState>,
+    Query(p): Query<NotificationParams>,
+    _a: Authed<READ>,
+) -> Result<Json<Vec<NotificationDto>>, ApiError> {
+    let notes = store::list_notifications(
+        state.queue.pool(),
+        p.user_id.as_deref().filter(|u| !u.is_empty()),
+        p.limit.unwrap_or(50),
+    )
+    .await?;
+    Ok(Json(notes.into_iter().map(Into::into).collect()))
+}
+
+/// One notification.
+#[utoipa::path(get, path = "/v1/notifications/{id}", tag = "push",
+    responses((status = 200, body = NotificationDto), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn get_notification(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    _a: Authed<READ>,
+) -> Result<Json<NotificationDto>, ApiError> {
+    store::get_notification(state.queue.pool(), id)
+        .await?
+        .map(|n| Json(n.into()))
+        .ok_or_else(|| ApiError::NotFound(format!("notification {id} not found")))
+}
+
+/// One delivery attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptDto {
+    /// Id.
+    pub id: i64,
+    /// The subscription (null once deleted).
+    pub subscription_id: Option<i64>,
+    /// The user.
+    pub user_id: String,
+    /// delivered or failed.
+    pub status: String,
+    /// The push service's status.
+    pub http_status: Option<i32>,
+    /// Milliseconds.
+    pub latency_ms: i32,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Job attempt (1 first).
+    pub attempt: i32,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A notification's delivery attempts, oldest first.
+#[utoipa::path(get, path = "/v1/notifications/{id}/attempts", tag = "push",
+    responses((status = 200, body = Vec<AttemptDto>), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    _a: Authed<READ>,
+) -> Result<Json<Vec<AttemptDto>>, ApiError> {
+    let pool = state.queue.pool();
+    if store::get_notification(pool, id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("notification {id} not found")));
+    }
+    let list = store::attempts(pool, id).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|a| AttemptDto {
+                id: a.id,
+                subscription_id: a.subscription_id,
+                user_id: a.user_id,
+                status: a.status,
+                http_status: a.http_status,
+                latency_ms: a.latency_ms,
+                error: a.error,
+                attempt: a.attempt,
+                created_at: a.created_at,
+            })
+            .collect(),
+    ))
+}
+
+/// The seed's notification: only `body` is required; without `user_ids` it goes to every
+/// active subscription.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeedNotification {
+    /// Body text.
+    pub body: String,
+    /// Title (default `pgfleet`).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Recipients (default: everyone subscribed).
+    #[serde(default)]
+    pub user_ids: Option<Vec<String>>,
+}
+
+/// Seed alias: `{"body": ...}` notifies everyone subscribed.
+#[utoipa::path(post, path = "/notifications", tag = "aliases", request_body = SeedNotification,
+    responses((status = 201, body = NotificationDto), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn seed_notify(
+    State(state): State<AppState>,
+    Authed(body): Authed<WRITE>,
+) -> Result<(StatusCode, Json<NotificationDto>), ApiError> {
+    let r: SeedNotification = parse_json(&body)?;
+    let title = r.title.unwrap_or_else(|| "pgfleet".into());
+    let mut n = NewNotification::new("message", r.user_ids.clone().unwrap_or_default(), &title, &r.body);
+    n.broadcast = r.user_ids.is_none();
+    Ok((StatusCode::CREATED, Json(create(&state, n).await?)))
+}
+
+/// The VAPID public key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VapidKey {
+    /// base64url uncompressed P-256 point, for `PushManager.subscribe`'s
+    /// `applicationServerKey`.
+    #[serde(rename = "publicKey")]
+    pub public_key: String,
+}
+
+/// The key browsers subscribe with (public: no credentials needed).
+#[utoipa::path(get, path = "/v1/vapid-public-key", tag = "push",
+    responses((status = 200, body = VapidKey), (status = 503, body = Problem)))]
+pub async fn vapid_public_key(State(state): State<AppState>) -> Result<Json<VapidKey>, ApiError> {
+    state
+        .config
+        .vapid_public_key
+        .clone()
+        .map(|k| Json(VapidKey { public_key: k }))
+        .ok_or_else(|| {
+            ApiError::NotConfigured(
+                "web push is not configured: set PGFLEET_VAPID_PUBLIC_KEY (pgfleet vapid generate)"
+                    .into(),
+            )
+        })
+}
