@@ -17,6 +17,7 @@ pub mod push;
 pub mod queues;
 pub mod ratelimit;
 pub mod tasks;
+pub mod ui;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -287,6 +288,12 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route("/start", post(queues::start))
         .route("/stop", post(queues::stop))
+        .route("/", get(ui::to_index))
+        .route("/ui", get(ui::to_index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::app))
+        .route("/ui/sw.js", get(ui::service_worker))
+        .route("/ui/style.css", get(ui::style))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

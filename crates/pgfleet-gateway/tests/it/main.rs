@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod browser;
 mod messages;
 mod push;
 mod tracing;
