@@ -300,8 +300,8 @@ impl From<store::Notification> for NotificationDto {
 }
 
 async fn create(state: &AppState, n: NewNotification) -> Result<NotificationDto, ApiError> {
-    let note = store::create_notification(&state.queue, &n, pgfleet_telemetry::trace_metadata())
-        .await?;
+    let note =
+        store::create_notification(&state.queue, &n, pgfleet_telemetry::trace_metadata()).await?;
     state
         .metrics
         .notifications_created
@@ -320,7 +320,10 @@ pub async fn notify(
     Authed(body): Authed<WRITE>,
 ) -> Result<(StatusCode, Json<NotificationDto>), ApiError> {
     let r: NotifyRequest = parse_json(&body)?;
-    Ok((StatusCode::CREATED, Json(create(&state, r.into_new()).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(create(&state, r.into_new()).await?),
+    ))
 }
 
 /// Notification list filter.
@@ -443,7 +446,12 @@ pub async fn seed_notify(
 ) -> Result<(StatusCode, Json<NotificationDto>), ApiError> {
     let r: SeedNotification = parse_json(&body)?;
     let title = r.title.unwrap_or_else(|| "pgfleet".into());
-    let mut n = NewNotification::new("message", r.user_ids.clone().unwrap_or_default(), &title, &r.body);
+    let mut n = NewNotification::new(
+        "message",
+        r.user_ids.clone().unwrap_or_default(),
+        &title,
+        &r.body,
+    );
     n.broadcast = r.user_ids.is_none();
     Ok((StatusCode::CREATED, Json(create(&state, n).await?)))
 }

@@ -80,7 +80,9 @@ impl Deliverer {
             other => MessageError::Retry(other.to_string()),
         })?
         else {
-            return Err(MessageError::Permanent(format!("message {id} does not exist")));
+            return Err(MessageError::Permanent(format!(
+                "message {id} does not exist"
+            )));
         };
         if m.sent_at.is_some() {
             return Ok(Sent::Already);
@@ -144,7 +146,13 @@ impl Deliverer {
         if status.is_success() {
             Ok(())
         } else {
-            let text: String = res.text().await.unwrap_or_default().chars().take(300).collect();
+            let text: String = res
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
             Err(format!("receiver answered {status}: {}", text.trim()))
         }
     }

@@ -134,10 +134,15 @@ pub async fn create_in(
 ///
 /// # Errors
 /// As [`create_in`].
-pub async fn create(queue: &Queue, queue_name: &str, m: &NewMessage) -> Result<Message, StoreError> {
+pub async fn create(
+    queue: &Queue,
+    queue_name: &str,
+    m: &NewMessage,
+) -> Result<Message, StoreError> {
     m.validate()?;
     let mut tx = queue.pool().begin().await?;
-    let (mut rows, wakeups) = create_in(queue, &mut tx, queue_name, std::slice::from_ref(m)).await?;
+    let (mut rows, wakeups) =
+        create_in(queue, &mut tx, queue_name, std::slice::from_ref(m)).await?;
     tx.commit().await?;
     queue.wake(wakeups);
     rows.pop()

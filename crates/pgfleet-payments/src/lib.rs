@@ -14,8 +14,8 @@
 
 mod currency;
 
-use serde_json::Value;
 use pgfleet_queue::Queue;
+use serde_json::Value;
 
 pub use currency::is_iso4217;
 
@@ -178,24 +178,36 @@ impl From<pgfleet_push::store::StoreError> for ProcessError {
 pub const NOTIFICATION_TYPE: &str = "payment.received";
 
 /// Currencies without minor units (ISO 4217 exponent 0) among the common ones.
-const ZERO_DECIMAL: &[&str] = &["JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "PYG"];
+const ZERO_DECIMAL: &[&str] = &[
+    "JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "PYG",
+];
 
 /// `1999` `EUR` → `19.99 EUR`; `500` `JPY` → `500 JPY`.
 pub fn format_amount(amount_minor: i64, currency: &str) -> String {
     if ZERO_DECIMAL.contains(&currency) {
         format!("{amount_minor} {currency}")
     } else {
-        format!("{}.{:02} {currency}", amount_minor / 100, amount_minor % 100)
+        format!(
+            "{}.{:02} {currency}",
+            amount_minor / 100,
+            amount_minor % 100
+        )
     }
 }
 
 /// The "payment received" notification for `event`'s user.
-pub fn payment_notification(event: &PaymentEvent, user_id: &str) -> pgfleet_push::store::NewNotification {
+pub fn payment_notification(
+    event: &PaymentEvent,
+    user_id: &str,
+) -> pgfleet_push::store::NewNotification {
     let mut n = pgfleet_push::store::NewNotification::new(
         NOTIFICATION_TYPE,
         vec![user_id.to_owned()],
         "Payment received",
-        &format!("We received your payment of {}.", format_amount(event.amount_minor, &event.currency)),
+        &format!(
+            "We received your payment of {}.",
+            format_amount(event.amount_minor, &event.currency)
+        ),
     );
     n.priority = pgfleet_push::store::Priority::High;
     n.urgency = "high".into();

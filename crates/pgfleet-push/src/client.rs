@@ -178,10 +178,7 @@ impl PushClient {
         }
         let body = web_push_native::encrypt(plaintext.to_vec(), &public, Auth::from_slice(&auth))
             .map_err(|e| format!("encryption failed: {e}"))?;
-        let authorization = self
-            .signer
-            .authorization(&url)
-            .map_err(|e| e.to_string())?;
+        let authorization = self.signer.authorization(&url).map_err(|e| e.to_string())?;
         let mut req = self
             .http
             .post(url)

@@ -72,7 +72,15 @@ pub async fn deliver(
     attempt: i32,
 ) -> Report {
     let mut delivery = None;
-    let result = run(pool, client, notification_id, subscription_id, attempt, &mut delivery).await;
+    let result = run(
+        pool,
+        client,
+        notification_id,
+        subscription_id,
+        attempt,
+        &mut delivery,
+    )
+    .await;
     Report { result, delivery }
 }
 

@@ -237,7 +237,10 @@ impl NewNotification {
             if required && v.trim().is_empty() {
                 Err(InvalidField::new(field, "is required"))
             } else if v.chars().count() > max {
-                Err(InvalidField::new(field, format!("must be at most {max} characters")))
+                Err(InvalidField::new(
+                    field,
+                    format!("must be at most {max} characters"),
+                ))
             } else {
                 Ok(())
             }
@@ -255,7 +258,10 @@ impl NewNotification {
         }
         if self.broadcast {
             if !self.user_ids.is_empty() {
-                return Err(InvalidField::new("user_ids", "must be empty for a broadcast"));
+                return Err(InvalidField::new(
+                    "user_ids",
+                    "must be empty for a broadcast",
+                ));
             }
         } else if self.user_ids.is_empty() || self.user_ids.len() > MAX_RECIPIENTS {
             return Err(InvalidField::new(

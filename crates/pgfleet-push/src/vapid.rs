@@ -57,9 +57,8 @@ impl VapidKeys {
         public: Option<&str>,
         subject: &str,
     ) -> Result<Self, InvalidField> {
-        let raw = b64url_decode(private.trim()).map_err(|_| {
-            InvalidField::new("PGFLEET_VAPID_PRIVATE_KEY", "is not base64url")
-        })?;
+        let raw = b64url_decode(private.trim())
+            .map_err(|_| InvalidField::new("PGFLEET_VAPID_PRIVATE_KEY", "is not base64url"))?;
         let pair = ES256KeyPair::from_bytes(&raw).map_err(|_| {
             InvalidField::new(
                 "PGFLEET_VAPID_PRIVATE_KEY",

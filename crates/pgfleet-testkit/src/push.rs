@@ -304,7 +304,9 @@ fn check(
 /// Verifies `Authorization: vapid t=<jwt>, k=<key>` and returns the claims.
 fn check_vapid(origin: &str, headers: &HeaderMap) -> Result<Value, String> {
     let h = header(headers, "authorization").ok_or("missing Authorization")?;
-    let rest = h.strip_prefix("vapid ").ok_or("Authorization is not vapid")?;
+    let rest = h
+        .strip_prefix("vapid ")
+        .ok_or("Authorization is not vapid")?;
     let mut token = None;
     let mut key = None;
     for part in rest.split(',') {
@@ -375,7 +377,10 @@ pub fn decrypt(body: &[u8], secret: &p256::SecretKey, auth: &[u8; 16]) -> Result
         .map_err(|_| "keyid is not a P-256 point")?;
     let records = &body[21 + idlen..];
     if records.len() > rs || rs < 18 {
-        return Err(format!("one record expected (rs {rs}, {} bytes)", records.len()));
+        return Err(format!(
+            "one record expected (rs {rs}, {} bytes)",
+            records.len()
+        ));
     }
     let shared = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), as_public.as_affine());
     let ua_public = secret.public_key().to_encoded_point(false);
@@ -410,7 +415,8 @@ mod tests {
     fn decrypts_the_rfc_8291_example() {
         let d = |s: &str| B64URL.decode(s).unwrap();
         let body = d("DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN");
-        let secret = p256::SecretKey::from_slice(&d("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94")).unwrap();
+        let secret =
+            p256::SecretKey::from_slice(&d("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94")).unwrap();
         let auth: [u8; 16] = d("BTBZMqHH6r4Tts7J_aSIgg").try_into().unwrap();
         let plain = decrypt(&body, &secret, &auth).unwrap();
         assert_eq!(plain, b"When I grow up, I want to be a watermelon");

@@ -189,7 +189,8 @@ impl Registry {
                         "payload needs notification_id and subscription_id",
                     ));
                 };
-                let report = pgfleet_push::deliver::deliver(&pool, &client, n, s, job.attempt).await;
+                let report =
+                    pgfleet_push::deliver::deliver(&pool, &client, n, s, job.attempt).await;
                 if let Some(d) = &report.delivery {
                     let status = d
                         .http_status
@@ -224,7 +225,10 @@ impl Registry {
         self.register(pgfleet_messages::KIND, move |job, _ctx| {
             let (pool, deliverer, metrics) = (pool.clone(), deliverer.clone(), metrics.clone());
             async move {
-                let Some(id) = job.payload.get("message_id").and_then(serde_json::Value::as_i64)
+                let Some(id) = job
+                    .payload
+                    .get("message_id")
+                    .and_then(serde_json::Value::as_i64)
                 else {
                     return Err(JobError::permanent("payload needs message_id"));
                 };

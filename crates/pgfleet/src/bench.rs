@@ -33,6 +33,8 @@ pub enum Suite {
     Queue,
     /// Webhook ingest through the gateway: accepted/s, and latency at 1,000 req/s.
     Ingest,
+    /// Web Push: deliveries/s to a local push sink, per core, and the crypto share.
+    Push,
 }
 
 /// `pgfleet bench`.
@@ -41,9 +43,12 @@ pub struct BenchArgs {
     /// The suite to run.
     #[arg(value_enum, default_value = "queue")]
     suite: Suite,
-    /// Seconds of each ingest phase.
+    /// Subscriptions in the push suite's end-to-end phase.
+    #[arg(long, default_value_t = 5000)]
+    pub push_subscriptions: usize,
+    /// Seconds of each ingest (and push) phase.
     #[arg(long, default_value_t = 10)]
-    ingest_secs: u64,
+    pub ingest_secs: u64,
     /// PostgreSQL server URL (default: DATABASE_URL, else a private cluster from the local
     /// install). A fresh database is created on it and dropped afterwards.
     #[arg(
@@ -112,6 +117,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let result = match args.suite {
         Suite::Queue => bench(&args, options).await,
         Suite::Ingest => bench_ingest(&args, options).await,
+        Suite::Push => crate::bench_push::bench_push(&args, options).await,
     };
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut conn)
@@ -124,13 +130,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{report}");
     } else if args.suite == Suite::Ingest {
         print_ingest(&report);
+    } else if args.suite == Suite::Push {
+        crate::bench_push::print_push(&report);
     } else {
         print_table(&report);
     }
     Ok(())
 }
 
-fn progress(msg: &str) {
+/// Progress on stderr.
+pub fn progress(msg: &str) {
     eprintln!("[bench] {msg}");
 }
 
@@ -298,7 +307,8 @@ async fn bench_ingest(
     }))
 }
 
-fn round2(x: f64) -> f64 {
+/// Rounds to two decimals.
+pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 

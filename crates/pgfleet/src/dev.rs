@@ -73,7 +73,9 @@ fn dev_vapid_keys(data_dir: &std::path::Path) -> anyhow::Result<pgfleet_push::Va
             .map(|k| k.private_key())
             .unwrap_or_default()
     })?;
-    Ok(pgfleet_push::VapidKeys::from_base64url(&private, None, SUBJECT)?)
+    Ok(pgfleet_push::VapidKeys::from_base64url(
+        &private, None, SUBJECT,
+    )?)
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -143,13 +145,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let mut delivery = args.delivery.clone();
     if delivery.messages_secret.is_none() {
-        delivery.messages_secret = Some(dev_secret(&args.data_dir.join("dev-messages-secret"), || {
-            use base64::Engine;
-            format!(
-                "whsec_{}",
-                base64::engine::general_purpose::STANDARD.encode(random_bytes(24))
-            )
-        })?);
+        delivery.messages_secret = Some(dev_secret(
+            &args.data_dir.join("dev-messages-secret"),
+            || {
+                use base64::Engine;
+                format!(
+                    "whsec_{}",
+                    base64::engine::general_purpose::STANDARD.encode(random_bytes(24))
+                )
+            },
+        )?);
     }
     // Browsers' push services are https, but a local fake or test service may be plain http.
     gateway.push_allow_http_loopback = true;

@@ -1,15 +1,17 @@
 //! `pgfleet`: one binary for every pgfleet component.
 //!
 //! Subcommands: `dev` (everything on a laptop, on an embedded PostgreSQL by default),
-//! `migrate`, `enqueue`, `worker`, `gateway`, `status`, `bench`, `loadsim`, `vapid`. Settings come from flags or from
+//! `migrate`, `enqueue`, `worker`, `gateway`, `status`, `bench`, `loadsim`, `vapid`, `faker`. Settings come from flags or from
 //! `PGFLEET_*` environment variables; the database from `--database-url`,
 //! `PGFLEET_DATABASE_URL` or `DATABASE_URL`.
 
 mod bench;
+mod bench_push;
 mod database;
 mod delivery;
 mod dev;
 mod enqueue;
+mod faker;
 mod gateway;
 mod loadsim;
 mod status;
@@ -46,6 +48,8 @@ enum Command {
     Loadsim(loadsim::LoadsimArgs),
     /// VAPID keys for Web Push.
     Vapid(delivery::VapidArgs),
+    /// Insert bulk test data (unsent outbound messages with their jobs).
+    Faker(faker::FakerArgs),
 }
 
 mod migrate {
@@ -89,6 +93,7 @@ async fn main() -> std::process::ExitCode {
         Command::Bench(a) => bench::run(a).await,
         Command::Loadsim(a) => loadsim::run(a).await,
         Command::Vapid(a) => delivery::run(a),
+        Command::Faker(a) => faker::run(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

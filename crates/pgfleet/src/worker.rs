@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use pgfleet_queue::claim::QueueOrder;
 use pgfleet_queue::Queue;
-use pgfleet_worker::{Registry, Worker, WorkerConfig};
 use pgfleet_telemetry::Metrics;
+use pgfleet_worker::{Registry, Worker, WorkerConfig};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::database::DbArgs;

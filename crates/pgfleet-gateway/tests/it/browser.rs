@@ -18,7 +18,8 @@ use serde_json::Value;
 use crate::{spawn_gateway_with, start_worker_with, ADMIN_KEY};
 
 fn chromium() -> Option<PathBuf> {
-    let path = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    let path =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
     path.exists().then_some(path)
 }
 
@@ -96,22 +97,45 @@ async fn the_page_subscribes_sends_and_the_service_worker_shows_the_push() -> an
     let pushed: Value = serde_json::from_slice(&plaintext?)?;
 
     assert!(f["url"].as_str().unwrap().ends_with("/ui/"), "{f}");
-    assert!(f["queues"].as_array().unwrap().iter().any(|q| q == "default"), "{f}");
-    assert_eq!(f["applicationServerKey"], public.as_str(), "subscribed with the VAPID key");
-    assert!(f["pushStatus"].as_str().unwrap().starts_with("subscribed"), "{f}");
+    assert!(
+        f["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q == "default"),
+        "{f}"
+    );
+    assert_eq!(
+        f["applicationServerKey"],
+        public.as_str(),
+        "subscribed with the VAPID key"
+    );
+    assert!(
+        f["pushStatus"].as_str().unwrap().starts_with("subscribed"),
+        "{f}"
+    );
     let stored: Vec<(String, String)> =
         sqlx::query_as("SELECT user_id, endpoint FROM pgfleet.push_subscriptions")
             .fetch_all(&g.db.pool)
             .await?;
-    assert_eq!(stored, vec![("browser-user".to_owned(), sub.endpoint.clone())]);
+    assert_eq!(
+        stored,
+        vec![("browser-user".to_owned(), sub.endpoint.clone())]
+    );
     let text = f["notificationText"].as_str().unwrap();
-    assert!(text.contains("Test notification") && text.contains("delivered"), "{text}");
+    assert!(
+        text.contains("Test notification") && text.contains("delivered"),
+        "{text}"
+    );
     assert_eq!(pushed["title"], "Test notification");
     let shown = f["shown"].as_array().unwrap();
     assert_eq!(shown.len(), 1, "{f}");
     assert_eq!(shown[0]["title"], "Test notification");
     assert_eq!(shown[0]["body"], pushed["body"]);
-    assert_eq!(shown[0]["tag"], format!("pgfleet-{}", pushed["notification_id"]));
+    assert_eq!(
+        shown[0]["tag"],
+        format!("pgfleet-{}", pushed["notification_id"])
+    );
     assert_eq!(f["consoleErrors"], serde_json::json!([]), "{f}");
     Ok(())
 }

@@ -40,7 +40,10 @@ async fn receive(
     )
     .is_ok();
     let id = h("webhook-id").unwrap_or_default().to_owned();
-    r.seen.lock().unwrap().push((id, ok, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+    r.seen
+        .lock()
+        .unwrap()
+        .push((id, ok, serde_json::from_slice(&body).unwrap_or(Value::Null)));
     if !ok {
         return StatusCode::UNAUTHORIZED;
     }
@@ -119,7 +122,12 @@ async fn a_message_is_retried_after_a_failure_and_marked_sent_once() -> anyhow::
             .await?
             .json()
             .await?;
-        let ids: Vec<i64> = list.as_array().unwrap().iter().filter_map(|m| m["id"].as_i64()).collect();
+        let ids: Vec<i64> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_i64())
+            .collect();
         assert_eq!(ids, vec![id]);
     }
     // The job completed on its second attempt.
@@ -139,7 +147,10 @@ async fn bad_messages_are_422_naming_the_field() -> anyhow::Result<()> {
     for (body, field) in [
         (json!({"recipient": "", "content": "x"}), "recipient"),
         (json!({"recipient": "r", "content": ""}), "content"),
-        (json!({"recipient": "r", "content": "x", "webhook_url": "ftp://x/y"}), "webhook_url"),
+        (
+            json!({"recipient": "r", "content": "x", "webhook_url": "ftp://x/y"}),
+            "webhook_url",
+        ),
         (json!({"recipient": "r"}), "content"),
     ] {
         let res = g
@@ -153,7 +164,9 @@ async fn bad_messages_are_422_naming_the_field() -> anyhow::Result<()> {
         let p: Value = res.json().await?;
         assert_eq!(p["field"], field, "{p}");
     }
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.messages").fetch_one(&g.db.pool).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.messages")
+        .fetch_one(&g.db.pool)
+        .await?;
     assert_eq!(n, 0);
     Ok(())
 }

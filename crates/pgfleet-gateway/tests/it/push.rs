@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgfleet_push::{PushClient, VapidKeys, VapidSigner};
-use pgfleet_testkit::push::{FakePushService, FakeSubscription, Reply};
 use pgfleet_testkit::eventually;
+use pgfleet_testkit::push::{FakePushService, FakeSubscription, Reply};
 use serde_json::{json, Value};
 
-use crate::{post_webhook, spawn_gateway_with, start_worker_with, Gateway, WorkerHandle, ADMIN_KEY};
+use crate::{
+    post_webhook, spawn_gateway_with, start_worker_with, Gateway, WorkerHandle, ADMIN_KEY,
+};
 
 const SUBJECT: &str = "mailto:push-tests@pgfleet.dev";
 const QUEUES: &[&str] = &["high", "default", "low"];
@@ -91,11 +93,15 @@ impl Push {
 
     /// Waits until notification `id` has `n` attempts and returns them.
     async fn attempts(&self, id: i64, n: usize) -> Vec<Value> {
-        eventually(&format!("{n} attempts of notification {id}"), Duration::from_secs(20), || async {
-            let a = self.get(&format!("/v1/notifications/{id}/attempts")).await;
-            let a = a.as_array().cloned().unwrap_or_default();
-            Ok((a.len() >= n).then_some(a))
-        })
+        eventually(
+            &format!("{n} attempts of notification {id}"),
+            Duration::from_secs(20),
+            || async {
+                let a = self.get(&format!("/v1/notifications/{id}/attempts")).await;
+                let a = a.as_array().cloned().unwrap_or_default();
+                Ok((a.len() >= n).then_some(a))
+            },
+        )
         .await
         .unwrap()
     }
@@ -166,12 +172,17 @@ async fn a_notification_arrives_encrypted_signed_and_decryptable() -> anyhow::Re
         p.attempts(id, 1).await;
     }
     assert_eq!(p.fake.received_by(&sub).len(), 4);
-    assert_eq!(p.client.signer().signed(), 1, "one JWT per audience, not per message");
+    assert_eq!(
+        p.client.signer().signed(),
+        1,
+        "one JWT per audience, not per message"
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn fan_out_one_notification_to_three_users_with_two_subscriptions_each() -> anyhow::Result<()> {
+async fn fan_out_one_notification_to_three_users_with_two_subscriptions_each() -> anyhow::Result<()>
+{
     let p = setup().await?;
     let mut subs = Vec::new();
     for user in ["u1", "u2", "u3"] {
@@ -193,7 +204,10 @@ async fn fan_out_one_notification_to_three_users_with_two_subscriptions_each() -
     let (_stop, _task) = p.worker().await?;
     let attempts = p.attempts(id, 6).await;
     assert_eq!(attempts.len(), 6);
-    assert!(attempts.iter().all(|a| a["status"] == "delivered"), "{attempts:?}");
+    assert!(
+        attempts.iter().all(|a| a["status"] == "delivered"),
+        "{attempts:?}"
+    );
     for s in &subs {
         let got = p.fake.received_by(s);
         assert_eq!(got.len(), 1);
@@ -215,17 +229,24 @@ async fn each_push_service_answer_has_its_effect() -> anyhow::Result<()> {
     p.fake.reply(&gone410, [Reply::status(410)]);
     p.fake.reply(&too_big, [Reply::status(413)]);
     p.fake.reply(&limited, [Reply::too_many(2)]);
-    p.fake.reply(&broken, [Reply::status(500), Reply::status(503)]);
+    p.fake
+        .reply(&broken, [Reply::status(500), Reply::status(503)]);
     let (_stop, _task) = p.worker().await?;
 
     // 404 and 410: subscription deactivated, one failed attempt, no retry, job completed.
     for (user, sub_id, code) in [("g404", gone404_id, 404), ("g410", gone410_id, 410)] {
         let id = p.notify(&[user], "gone").await;
         let a = p.attempts(id, 1).await;
-        assert_eq!((a[0]["status"].as_str(), a[0]["http_status"].as_i64()), (Some("failed"), Some(code)));
+        assert_eq!(
+            (a[0]["status"].as_str(), a[0]["http_status"].as_i64()),
+            (Some("failed"), Some(code))
+        );
         let sub = p.get(&format!("/v1/subscriptions/{sub_id}")).await;
         assert_eq!(sub["active"], false, "{sub}");
-        assert!(sub["deactivated_reason"].as_str().unwrap().contains(&code.to_string()));
+        assert!(sub["deactivated_reason"]
+            .as_str()
+            .unwrap()
+            .contains(&code.to_string()));
         eventually("job completed", Duration::from_secs(10), || async {
             Ok((p.job_states(id).await == vec![("completed".to_owned(), 1)]).then_some(()))
         })
@@ -249,15 +270,26 @@ async fn each_push_service_answer_has_its_effect() -> anyhow::Result<()> {
     let id = p.notify(&["t429"], "limited").await;
     let a = p.attempts(id, 2).await;
     assert_eq!(a[0]["http_status"], 429);
-    assert_eq!((a[1]["status"].as_str(), a[1]["attempt"].as_i64()), (Some("delivered"), Some(2)));
-    let t = |v: &Value| chrono::DateTime::parse_from_rfc3339(v["created_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (a[1]["status"].as_str(), a[1]["attempt"].as_i64()),
+        (Some("delivered"), Some(2))
+    );
+    let t = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["created_at"].as_str().unwrap()).unwrap()
+    };
     let gap = t(&a[1]) - t(&a[0]);
-    assert!(gap >= chrono::Duration::milliseconds(1900), "retried after {gap}, Retry-After was 2 s");
+    assert!(
+        gap >= chrono::Duration::milliseconds(1900),
+        "retried after {gap}, Retry-After was 2 s"
+    );
 
     // 500 then 503 without Retry-After: retried with backoff, delivered on the third attempt.
     let id = p.notify(&["t500"], "flaky").await;
     let a = p.attempts(id, 3).await;
-    let codes: Vec<i64> = a.iter().map(|a| a["http_status"].as_i64().unwrap()).collect();
+    let codes: Vec<i64> = a
+        .iter()
+        .map(|a| a["http_status"].as_i64().unwrap())
+        .collect();
     assert_eq!(codes, [500, 503, 201]);
     eventually("flaky job completed", Duration::from_secs(10), || async {
         Ok((p.job_states(id).await == vec![("completed".to_owned(), 3)]).then_some(()))
@@ -276,7 +308,10 @@ async fn a_processed_payment_sends_payment_received_once() -> anyhow::Result<()>
     let body = json!({"event_id": "evt_pay_1", "type": "payment.succeeded", "amount": 1999,
                       "currency": "EUR", "customer_id": "cust_42"})
     .to_string();
-    assert_eq!(post_webhook(&p.g, "payments", "wh_1", &body).await.status(), 202);
+    assert_eq!(
+        post_webhook(&p.g, "payments", "wh_1", &body).await.status(),
+        202
+    );
     let got = eventually("payment push", Duration::from_secs(20), || async {
         let r = p.fake.received_by(&sub);
         Ok((!r.is_empty()).then_some(r))
@@ -288,7 +323,10 @@ async fn a_processed_payment_sends_payment_received_once() -> anyhow::Result<()>
     assert!(msg["body"].as_str().unwrap().contains("19.99 EUR"), "{msg}");
     assert_eq!(msg["data"]["event_id"], "evt_pay_1");
     // The provider redelivers: no second notification.
-    assert_eq!(post_webhook(&p.g, "payments", "wh_1", &body).await.status(), 200);
+    assert_eq!(
+        post_webhook(&p.g, "payments", "wh_1", &body).await.status(),
+        200
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.notifications")
         .fetch_one(&p.g.db.pool)
@@ -313,18 +351,33 @@ async fn subscriptions_list_refresh_and_delete() -> anyhow::Result<()> {
     assert_eq!(status, 201);
     let list = p.get("/v1/subscriptions?user_id=bob").await;
     assert_eq!(list.as_array().unwrap().len(), 2);
-    assert!(list[0].get("keys").is_none() && list[0].get("auth").is_none(), "secrets are not returned");
-    let res = p
-        .g
-        .http
-        .delete(format!("{}/v1/subscriptions/{id}", p.g.base))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await?;
+    assert!(
+        list[0].get("keys").is_none() && list[0].get("auth").is_none(),
+        "secrets are not returned"
+    );
+    let res =
+        p.g.http
+            .delete(format!("{}/v1/subscriptions/{id}", p.g.base))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await?;
     assert_eq!(res.status(), 204);
-    assert_eq!(p.get("/v1/subscriptions?user_id=bob").await.as_array().unwrap().len(), 1);
+    assert_eq!(
+        p.get("/v1/subscriptions?user_id=bob")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // The public key is served without credentials.
-    let key: Value = p.g.http.get(format!("{}/v1/vapid-public-key", p.g.base)).send().await?.json().await?;
+    let key: Value =
+        p.g.http
+            .get(format!("{}/v1/vapid-public-key", p.g.base))
+            .send()
+            .await?
+            .json()
+            .await?;
     assert_eq!(key["publicKey"].as_str().unwrap().len(), 87);
     Ok(())
 }
@@ -350,12 +403,30 @@ async fn bad_subscriptions_and_notifications_are_422_naming_the_field() -> anyho
     let p = setup().await?;
     let good = p.fake.subscribe();
     let cases = [
-        (json!({"user_id": "u", "endpoint": "http://push.example.com/x", "keys": {"p256dh": good.p256dh, "auth": good.auth}}), "endpoint"),
-        (json!({"user_id": "u", "endpoint": "ftp://push.example.com/x", "keys": {"p256dh": good.p256dh, "auth": good.auth}}), "endpoint"),
-        (json!({"user_id": "u", "endpoint": good.endpoint, "keys": {"p256dh": "AAAA", "auth": good.auth}}), "keys.p256dh"),
-        (json!({"user_id": "u", "endpoint": good.endpoint, "keys": {"p256dh": "not base64 !", "auth": good.auth}}), "keys.p256dh"),
-        (json!({"user_id": "u", "endpoint": good.endpoint, "keys": {"p256dh": good.p256dh, "auth": "AAAAAAAAAAAAAAAAAAAA"}}), "keys.auth"),
-        (json!({"user_id": "", "endpoint": good.endpoint, "keys": {"p256dh": good.p256dh, "auth": good.auth}}), "user_id"),
+        (
+            json!({"user_id": "u", "endpoint": "http://push.example.com/x", "keys": {"p256dh": good.p256dh, "auth": good.auth}}),
+            "endpoint",
+        ),
+        (
+            json!({"user_id": "u", "endpoint": "ftp://push.example.com/x", "keys": {"p256dh": good.p256dh, "auth": good.auth}}),
+            "endpoint",
+        ),
+        (
+            json!({"user_id": "u", "endpoint": good.endpoint, "keys": {"p256dh": "AAAA", "auth": good.auth}}),
+            "keys.p256dh",
+        ),
+        (
+            json!({"user_id": "u", "endpoint": good.endpoint, "keys": {"p256dh": "not base64 !", "auth": good.auth}}),
+            "keys.p256dh",
+        ),
+        (
+            json!({"user_id": "u", "endpoint": good.endpoint, "keys": {"p256dh": good.p256dh, "auth": "AAAAAAAAAAAAAAAAAAAA"}}),
+            "keys.auth",
+        ),
+        (
+            json!({"user_id": "", "endpoint": good.endpoint, "keys": {"p256dh": good.p256dh, "auth": good.auth}}),
+            "user_id",
+        ),
         (json!({"user_id": "u", "endpoint": good.endpoint}), "keys"),
     ];
     for (body, field) in cases {
@@ -395,7 +466,9 @@ async fn bad_subscriptions_and_notifications_are_422_naming_the_field() -> anyho
     .await?;
     assert_eq!((notes, jobs), (0, 0), "nothing half-written");
     // A message just under the limit is accepted.
-    let (status, _) = p.post("/v1/notifications", with("body", json!("z".repeat(3800)))).await;
+    let (status, _) = p
+        .post("/v1/notifications", with("body", json!("z".repeat(3800))))
+        .await;
     assert_eq!(status, 201);
     Ok(())
 }
@@ -403,9 +476,19 @@ async fn bad_subscriptions_and_notifications_are_422_naming_the_field() -> anyho
 #[tokio::test]
 async fn vapid_public_key_is_503_when_push_is_not_configured() -> anyhow::Result<()> {
     let g = spawn_gateway_with(|_| {}).await?;
-    let res = g.http.get(format!("{}/v1/vapid-public-key", g.base)).send().await?;
+    let res = g
+        .http
+        .get(format!("{}/v1/vapid-public-key", g.base))
+        .send()
+        .await?;
     assert_eq!(res.status(), 503);
     let p: Value = res.json().await?;
-    assert!(p["detail"].as_str().unwrap().contains("PGFLEET_VAPID_PUBLIC_KEY"), "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("PGFLEET_VAPID_PUBLIC_KEY"),
+        "{p}"
+    );
     Ok(())
 }

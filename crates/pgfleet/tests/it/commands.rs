@@ -167,3 +167,84 @@ async fn bench_ingest_reports_throughput_latency_and_its_baseline() -> anyhow::R
     assert_eq!(v["errors"], 0, "{v}");
     Ok(())
 }
+
+#[tokio::test]
+async fn bench_push_reports_rates_crypto_share_and_its_baseline() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let out = pgfleet(
+        &db.url,
+        &[
+            "bench",
+            "push",
+            "--ingest-secs",
+            "1",
+            "--push-subscriptions",
+            "200",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim())?;
+    for key in [
+        "baseline_posts_per_sec",
+        "send_pushes_per_sec",
+        "send_vs_baseline",
+        "crypto_us_per_push",
+        "end_to_end_deliveries_per_sec",
+    ] {
+        assert!(v[key].as_f64().unwrap_or(0.0) > 0.0, "{key} in {v}");
+    }
+    let share = v["crypto_share_of_cpu"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 1.5, "{v}");
+    assert_eq!(v["end_to_end_failed"], 0, "{v}");
+    Ok(())
+}
+
+#[test]
+fn vapid_generate_prints_a_usable_key_pair() {
+    let out = crate::pgfleet(
+        "",
+        &["vapid", "generate", "--subject", "mailto:ops@example.org"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let var = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing in {text}"))
+            .to_owned()
+    };
+    let private = var("PGFLEET_VAPID_PRIVATE_KEY");
+    let public = var("PGFLEET_VAPID_PUBLIC_KEY");
+    assert_eq!(var("PGFLEET_VAPID_SUBJECT"), "mailto:ops@example.org");
+    // The printed pair is what the configuration takes, and it matches.
+    let keys =
+        pgfleet_push::VapidKeys::from_base64url(&private, Some(&public), "mailto:ops@example.org")
+            .unwrap();
+    assert_eq!(keys.public_key(), public);
+    assert_eq!(public.len(), 87, "65 bytes, base64url");
+    let bad = crate::pgfleet("", &["vapid", "generate", "--subject", "ops"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("PGFLEET_VAPID_SUBJECT"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[tokio::test]
+async fn faker_inserts_unsent_messages_with_their_jobs() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let out = pgfleet(&db.url, &["faker", "--messages", "1200", "--batch", "500"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("inserted 1200 unsent messages"));
+    let (messages, unsent, jobs): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pgfleet.messages), \
+                (SELECT count(*) FROM pgfleet.messages WHERE sent_at IS NULL), \
+                (SELECT count(*) FROM pgfleet.jobs WHERE kind = 'messages.deliver')",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!((messages, unsent, jobs), (1200, 1200, 1200));
+    Ok(())
+}
