@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use pgfleet_gateway::signature::WebhookSecret;
 use pgfleet_testkit::eventually;
+use pgfleet_testkit::push::FakePushService;
 
 use crate::{signal, wait_exit, BIN};
 
@@ -71,6 +72,48 @@ async fn pgfleet_dev_runs_everything_on_a_private_postgres() -> anyhow::Result<(
         String::from_utf8_lossy(&load.stderr).contains("[loadsim]"),
         "live progress on stderr"
     );
+    // Web Push through the dev stack: the dev key pair, plain http to a loopback push service.
+    let key = std::fs::read_to_string(data.join("dev-api-key"))?;
+    let http = reqwest::Client::new();
+    let vapid: serde_json::Value = http
+        .get(format!("{base}/v1/vapid-public-key"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        vapid["publicKey"].as_str().map(str::len),
+        Some(87),
+        "{vapid}"
+    );
+    let fake = FakePushService::start().await?;
+    let sub = fake.subscribe();
+    let r = http
+        .post(format!("{base}/v1/subscriptions"))
+        .bearer_auth(key.trim())
+        .json(&sub.to_json("dev-user"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201);
+    let r = http
+        .post(format!("{base}/v1/notifications"))
+        .bearer_auth(key.trim())
+        .json(&serde_json::json!({"type": "test", "user_ids": ["dev-user"], "title": "hi", "body": "from dev"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201);
+    let got = eventually("the dev push", Duration::from_secs(20), || async {
+        Ok(fake
+            .received_by(&sub)
+            .into_iter()
+            .find(|r| r.plaintext.is_some()))
+    })
+    .await?;
+    assert_eq!(got.json().unwrap()["body"], "from dev");
+    assert_eq!(got.claims.unwrap()["sub"], "mailto:dev@pgfleet.localhost");
+    let page = http.get(format!("{base}/")).send().await?;
+    assert!(page.url().path().ends_with("/ui/"));
+    assert!(page.text().await?.contains("Subscribe this browser"));
     let enqueue = std::process::Command::new(BIN)
         .args(["enqueue", "noop", "--count", "20"])
         .env_remove("DATABASE_URL")
@@ -89,7 +132,8 @@ async fn pgfleet_dev_runs_everything_on_a_private_postgres() -> anyhow::Result<(
         Duration::from_secs(20),
         || async {
             let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pgfleet.jobs_finished WHERE state = 'completed'",
+                "SELECT count(*) FROM pgfleet.jobs_finished WHERE state = 'completed' \
+                 AND kind IN ('noop', 'payments.process')",
             )
             .fetch_one(&pool)
             .await?;
