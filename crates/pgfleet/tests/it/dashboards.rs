@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use pgfleet_gateway::signature::WebhookSecret;
 use pgfleet_testkit::eventually;
+use pgfleet_testkit::push::{FakePushService, Reply};
 use serde_json::{json, Value};
 
 use crate::{signal, wait_exit, Proc};
@@ -107,6 +108,34 @@ async fn every_dashboard_query_works_against_a_real_prometheus() -> anyhow::Resu
         .body("{}")
         .send()
         .await?;
+    // Web Push: a delivered push, a pruned subscription; and an outbound message that fails
+    // for good (dev has no default receiver).
+    let fake = FakePushService::start().await?;
+    let (ok, gone) = (fake.subscribe(), fake.subscribe());
+    fake.reply(&gone, [Reply::status(410)]);
+    for (sub, user) in [(&ok, "dash-ok"), (&gone, "dash-gone")] {
+        let r = http
+            .post(format!("{base}/v1/subscriptions"))
+            .bearer_auth(&key)
+            .json(&sub.to_json(user))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 201);
+    }
+    let r = http
+        .post(format!("{base}/v1/notifications"))
+        .bearer_auth(&key)
+        .json(&json!({"type": "test", "user_ids": ["dash-ok", "dash-gone"], "title": "t", "body": "b"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201);
+    let r = http
+        .post(format!("{base}/v1/messages"))
+        .bearer_auth(&key)
+        .json(&json!({"recipient": "r", "content": "c"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201);
     // A real Prometheus scraping pgfleet dev every second.
     let target = base.trim_start_matches("http://").to_owned();
     let port = free_port();
@@ -169,7 +198,7 @@ async fn every_dashboard_query_works_against_a_real_prometheus() -> anyhow::Resu
     for (uid, title, expr) in queries {
         let v = query(expr.clone()).await?;
         assert_eq!(v["status"], "success", "{uid} / {title}: {expr} → {v}");
-        if uid == "pgfleet-overview" {
+        if uid == "pgfleet-overview" || uid == "pgfleet-push" {
             let n = v["data"]["result"].as_array().map(Vec::len).unwrap_or(0);
             assert!(n > 0, "{uid} / {title}: no series for {expr}");
         }
@@ -189,7 +218,7 @@ async fn every_dashboard_query_works_against_a_real_prometheus() -> anyhow::Resu
         .lines()
         .filter_map(|l| l.trim().strip_prefix("expr: "))
         .collect();
-    assert_eq!(exprs.len(), 4);
+    assert_eq!(exprs.len(), 5);
     for expr in exprs {
         let v = query(expr.to_owned()).await?;
         assert_eq!(v["status"], "success", "alert expression {expr} → {v}");
