@@ -1,0 +1,11 @@
+//! # pgfleet-controller
+//!
+//! The Kubernetes side of pgfleet: the `WorkerPool` CRD ([`crd`]), the autoscaling policy as
+//! a pure function ([`scaling`]), the Deployment a pool owns ([`deployment`]), queue
+//! statistics per pool from PostgreSQL ([`observe`]), and the reconciler with leader
+//! election ([`reconcile`], [`run`]). The same policy drives local workers in `pgfleet dev`.
+
+pub mod crd;
+pub mod scaling;
+
+pub use crd::{WorkerPool, WorkerPoolSpec, WorkerPoolStatus};
