@@ -5,18 +5,23 @@
 //! when autoscaling is off, which is what the `scale` subresource writes, so `kubectl
 //! scale` and an HPA can drive it).
 
+// `printcolumn(...)` repeats `type_ = "integer"` by design; clippy reads it as a duplicated
+// attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// The desired state of a pool.
-#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "pgfleet.dev",
     version = "v1alpha1",
     kind = "WorkerPool",
     namespaced,
     status = "WorkerPoolStatus",
+    derive = "Default",
     shortname = "wp",
     category = "pgfleet",
     doc = "A pool of pgfleet workers serving some queues, scaled from queue backlog and lag.",
@@ -25,11 +30,24 @@ use serde::{Deserialize, Serialize};
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredReplicas"
+    ),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Backlog", type_ = "integer", json_path = ".status.backlog"),
-    printcolumn(name = "Lag", type_ = "number", json_path = ".status.oldestJobAgeSeconds", description = "Seconds the oldest runnable job has waited"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Lag",
+        type_ = "number",
+        json_path = ".status.oldestJobAgeSeconds",
+        description = "Seconds the oldest runnable job has waited"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
 #[x_kube(validation = Rule::new("!has(self.replicas) || self.autoscaling.enabled == false || (self.replicas >= self.minReplicas && self.replicas <= self.maxReplicas)").message("replicas must be within minReplicas..maxReplicas while autoscaling"))]
@@ -82,7 +100,7 @@ pub struct WorkerPoolSpec {
 }
 
 /// A queue and its weight.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 pub struct QueueWeight {
     /// Queue name.
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z0-9_.-]+$"))]
@@ -145,7 +163,7 @@ impl Default for Autoscaling {
 }
 
 /// A key of a Secret in the pool's namespace.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseRef {
     /// Secret name.

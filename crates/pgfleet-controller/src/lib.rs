@@ -6,6 +6,10 @@
 //! election ([`reconcile`], [`run`]). The same policy drives local workers in `pgfleet dev`.
 
 pub mod crd;
+pub mod deployment;
+pub mod observe;
+pub mod reconcile;
+pub mod run;
 pub mod scaling;
 
 pub use crd::{WorkerPool, WorkerPoolSpec, WorkerPoolStatus};

@@ -244,7 +244,14 @@ mod tests {
             assert_eq!(d.desired, want, "{why}: {d:?}");
         }
         // The max bound, reached in steps.
-        assert_eq!(run(&p, 1, &[(0, backlog(5000)), (5, backlog(5000)), (10, backlog(5000))]), [5, 9, 10]);
+        assert_eq!(
+            run(
+                &p,
+                1,
+                &[(0, backlog(5000)), (5, backlog(5000)), (10, backlog(5000))]
+            ),
+            [5, 9, 10]
+        );
     }
 
     #[test]
@@ -271,7 +278,11 @@ mod tests {
             (61, backlog(0)),
             (70, backlog(0)),
         ];
-        assert_eq!(run(&p, 4, &seq), [8, 8, 8, 8, 4, 1], "down in steps once the window passed");
+        assert_eq!(
+            run(&p, 4, &seq),
+            [8, 8, 8, 8, 4, 1],
+            "down in steps once the window passed"
+        );
     }
 
     #[test]
@@ -307,7 +318,7 @@ mod tests {
             (15, backlog(350)), // grows
             (20, running),      // nothing queued but jobs still running: hold
             (35, running),
-            (50, backlog(0)),   // idle after the window: down (in steps) to zero
+            (50, backlog(0)), // idle after the window: down (in steps) to zero
             (55, backlog(0)),
         ];
         assert_eq!(run(&p, 0, &seq), [0, 0, 1, 4, 4, 1, 0, 0]);
@@ -321,7 +332,19 @@ mod tests {
             max: 20,
             ..policy()
         };
-        assert_eq!(run(&p, 1, &[(0, backlog(2000)), (1, backlog(2000)), (2, backlog(0)), (3, backlog(0))]), [3, 5, 3, 1]);
+        assert_eq!(
+            run(
+                &p,
+                1,
+                &[
+                    (0, backlog(2000)),
+                    (1, backlog(2000)),
+                    (2, backlog(0)),
+                    (3, backlog(0))
+                ]
+            ),
+            [3, 5, 3, 1]
+        );
     }
 
     #[test]
@@ -331,12 +354,25 @@ mod tests {
             manual: Some(7),
             ..policy()
         };
-        assert_eq!(decide(&p, &backlog(100_000), 1, &mut History::default(), Utc::now()).desired, 7);
+        assert_eq!(
+            decide(
+                &p,
+                &backlog(100_000),
+                1,
+                &mut History::default(),
+                Utc::now()
+            )
+            .desired,
+            7
+        );
         let p = Policy {
             enabled: false,
             manual: None,
             ..policy()
         };
-        assert_eq!(decide(&p, &backlog(0), 3, &mut History::default(), Utc::now()).desired, 1);
+        assert_eq!(
+            decide(&p, &backlog(0), 3, &mut History::default(), Utc::now()).desired,
+            1
+        );
     }
 }

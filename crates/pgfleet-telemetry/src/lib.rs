@@ -69,6 +69,16 @@ pub struct Metrics {
     pub notifications_created: IntCounterVec,
     /// Outbound message deliveries by result (`sent`, `retry`, `failed`).
     pub messages_delivered: IntCounterVec,
+    /// Replicas the controller wants, by pool (namespace/name).
+    pub controller_desired_replicas: IntGaugeVec,
+    /// Replicas that are ready, by pool.
+    pub controller_ready_replicas: IntGaugeVec,
+    /// Reconcile time.
+    pub controller_reconcile_duration: Histogram,
+    /// Failed reconciles by pool.
+    pub controller_reconcile_errors: IntCounterVec,
+    /// Scale changes by pool and direction (up, down).
+    pub controller_scale_events: IntCounterVec,
     /// Seconds since the process started (a liveness signal for dashboards).
     pub uptime: Gauge,
     started: std::time::Instant,
@@ -181,6 +191,14 @@ impl Metrics {
                 "Outbound message deliveries by result (sent, retry, failed).",
                 &["result"],
             ),
+            controller_desired_replicas: gauge(&r, "pgfleet_controller_desired_replicas", "Replicas the controller wants, by pool.", &["pool"]),
+            controller_ready_replicas: gauge(&r, "pgfleet_controller_ready_replicas", "Ready replicas, by pool.", &["pool"]),
+            controller_reconcile_duration: register(&r, Histogram::with_opts(
+                HistogramOpts::new("pgfleet_controller_reconcile_duration_seconds", "Reconcile time.")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+            )),
+            controller_reconcile_errors: counter(&r, "pgfleet_controller_reconcile_errors_total", "Failed reconciles by pool.", &["pool"]),
+            controller_scale_events: counter(&r, "pgfleet_controller_scale_events_total", "Replica changes by pool and direction.", &["pool", "direction"]),
             uptime: register(&r, Gauge::new("pgfleet_uptime_seconds", "Seconds since the process started.")),
             started: std::time::Instant::now(),
             registry: r,

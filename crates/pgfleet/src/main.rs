@@ -1,12 +1,13 @@
 //! `pgfleet`: one binary for every pgfleet component.
 //!
 //! Subcommands: `dev` (everything on a laptop, on an embedded PostgreSQL by default),
-//! `migrate`, `enqueue`, `worker`, `gateway`, `status`, `bench`, `loadsim`, `vapid`, `faker`. Settings come from flags or from
+//! `migrate`, `enqueue`, `worker`, `gateway`, `status`, `bench`, `loadsim`, `vapid`, `faker`, `controller`, `crd`. Settings come from flags or from
 //! `PGFLEET_*` environment variables; the database from `--database-url`,
 //! `PGFLEET_DATABASE_URL` or `DATABASE_URL`.
 
 mod bench;
 mod bench_push;
+mod controller;
 mod database;
 mod delivery;
 mod dev;
@@ -50,6 +51,10 @@ enum Command {
     Vapid(delivery::VapidArgs),
     /// Insert bulk test data (unsent outbound messages with their jobs).
     Faker(faker::FakerArgs),
+    /// Run the WorkerPool controller (Kubernetes operator) with leader election.
+    Controller(controller::ControllerArgs),
+    /// Print the WorkerPool CustomResourceDefinition as YAML.
+    Crd,
 }
 
 mod migrate {
@@ -80,6 +85,7 @@ async fn main() -> std::process::ExitCode {
         Command::Dev(_) => "pgfleet-dev",
         Command::Gateway(_) => "pgfleet-gateway",
         Command::Worker(_) => "pgfleet-worker",
+        Command::Controller(_) => "pgfleet-controller",
         _ => "pgfleet-cli",
     };
     let _telemetry = pgfleet_telemetry::init(component);
@@ -94,6 +100,8 @@ async fn main() -> std::process::ExitCode {
         Command::Loadsim(a) => loadsim::run(a).await,
         Command::Vapid(a) => delivery::run(a),
         Command::Faker(a) => faker::run(a).await,
+        Command::Controller(a) => controller::run(a).await,
+        Command::Crd => controller::print_crd(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,186 @@
+//! The Deployment a pool owns: pure construction, applied by the reconciler with
+//! server-side apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::WorkerPool;
+
+/// The field manager of everything the controller applies.
+pub const MANAGER: &str = "pgfleet-controller";
+/// Label naming a pod's pool.
+pub const POOL_LABEL: &str = "pgfleet.dev/pool";
+/// The worker's health and metrics port.
+pub const HEALTH_PORT: i32 = 9464;
+
+/// The Deployment's name for pool `name`.
+pub fn name(pool: &str) -> String {
+    format!("{pool}-workers")
+}
+
+/// Labels of the pool's pods (the selector is the pool label alone).
+pub fn labels(pool: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "pgfleet-worker".to_owned(),
+        ),
+        ("app.kubernetes.io/instance".to_owned(), pool.to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            MANAGER.to_owned(),
+        ),
+        (POOL_LABEL.to_owned(), pool.to_owned()),
+    ])
+}
+
+/// The pod selector as a string (for the scale subresource's status).
+pub fn selector(pool: &str) -> String {
+    format!("{POOL_LABEL}={pool}")
+}
+
+/// `high:6,default:3`.
+pub fn queues_arg(pool: &WorkerPool) -> String {
+    pool.spec
+        .queues
+        .iter()
+        .map(|q| format!("{}:{}", q.name, q.weight))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The Deployment for `pool` at `replicas`, owned by the pool.
+pub fn build(pool: &WorkerPool, replicas: i32) -> Deployment {
+    let name = pool.name_any();
+    let spec = &pool.spec;
+    let mut env = vec![
+        EnvVar {
+            name: "PGFLEET_DATABASE_URL".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: spec.database.secret_name.clone(),
+                    key: spec.database.key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "PGFLEET_LOG_FORMAT".into(),
+            value: Some("json".into()),
+            ..Default::default()
+        },
+    ];
+    env.extend(spec.env.iter().cloned());
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("health".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "worker".into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: Some(
+            spec.image_pull_policy
+                .clone()
+                .unwrap_or_else(|| "IfNotPresent".into()),
+        ),
+        args: Some(vec![
+            "worker".into(),
+            "--pool".into(),
+            name.clone(),
+            "--queues".into(),
+            queues_arg(pool),
+            "--concurrency".into(),
+            spec.concurrency.to_string(),
+            "--health-addr".into(),
+            format!("0.0.0.0:{HEALTH_PORT}"),
+            "--shutdown-grace-secs".into(),
+            spec.shutdown_grace_seconds.to_string(),
+        ]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("health".into()),
+            container_port: HEALTH_PORT,
+            ..Default::default()
+        }]),
+        liveness_probe: Some(probe("/healthz", 10)),
+        readiness_probe: Some(probe("/readyz", 5)),
+        resources: spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let labels = labels(&name);
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(self::name(&name)),
+            namespace: pool.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: pool.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([(POOL_LABEL.to_owned(), name.clone())])),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::String("25%".into())),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(BTreeMap::from([
+                        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+                        ("prometheus.io/port".to_owned(), HEALTH_PORT.to_string()),
+                    ])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    termination_grace_period_seconds: Some(
+                        i64::from(spec.shutdown_grace_seconds) + 5,
+                    ),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(10001),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}

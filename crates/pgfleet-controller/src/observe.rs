@@ -1,0 +1,78 @@
+//! Queue statistics per pool, from PostgreSQL: what the scaling policy decides on.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use pgfleet_queue::{Queue, QueueError};
+
+use crate::scaling::Sample;
+
+/// Samples the queues of pools; remembers each pool's previous backlog to estimate the
+/// arrival rate (completions + backlog growth).
+pub struct Observer {
+    queue: Queue,
+    previous: Mutex<HashMap<String, (Instant, i64)>>,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer").finish_non_exhaustive()
+    }
+}
+
+impl Observer {
+    /// An observer reading through `queue`.
+    pub fn new(queue: Queue) -> Self {
+        Self {
+            queue,
+            previous: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The queue handle.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// What `queues` look like now, for the pool `key` (namespace/name).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn sample(&self, key: &str, queues: &[String]) -> Result<Sample, QueueError> {
+        let stats = self.queue.stats().await?;
+        let mut s = Sample::default();
+        let mut completed_last_minute = 0;
+        for q in stats.iter().filter(|q| queues.contains(&q.queue)) {
+            let t = &q.total;
+            s.backlog += t.available;
+            s.running += t.running;
+            s.oldest_age_secs = s.oldest_age_secs.max(t.oldest_available_age_secs);
+            completed_last_minute += t.completed_last_minute;
+        }
+        s.completion_per_sec = completed_last_minute as f64 / 60.0;
+        s.mean_job_secs = sqlx::query_scalar::<_, Option<f64>>(
+            "SELECT avg(EXTRACT(EPOCH FROM finalized_at - attempted_at))::float8 \
+             FROM pgfleet.jobs_finished \
+             WHERE queue = ANY($1) AND state = 'completed' AND finalized_at > now() - interval '1 minute'",
+        )
+        .bind(queues)
+        .fetch_one(self.queue.pool())
+        .await?
+        .unwrap_or(0.0);
+        let now = Instant::now();
+        let growth = match self.previous.lock() {
+            Ok(mut prev) => {
+                let g = prev.get(key).map(|(t, b)| {
+                    let dt = now.duration_since(*t).as_secs_f64().max(0.001);
+                    (s.backlog - b) as f64 / dt
+                });
+                prev.insert(key.to_owned(), (now, s.backlog));
+                g.unwrap_or(0.0)
+            }
+            Err(_) => 0.0,
+        };
+        s.arrival_per_sec = (s.completion_per_sec + growth).max(0.0);
+        Ok(s)
+    }
+}
