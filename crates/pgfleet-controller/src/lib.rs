@@ -9,6 +9,7 @@ pub mod crd;
 pub mod deployment;
 pub mod observe;
 pub mod reconcile;
+pub mod report;
 pub mod run;
 pub mod scaling;
 

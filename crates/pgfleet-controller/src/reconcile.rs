@@ -149,6 +149,8 @@ async fn cleanup(pool: &WorkerPool, ctx: &Context) -> Result<Action, Error> {
         // The leases expire on their own within the ownership TTL; do not block deletion.
         Err(e) => tracing::warn!(pool = %name, error = %e, "could not release partition leases"),
     }
+    let key = format!("{}/{name}", pool.namespace().unwrap_or_default());
+    let _ = crate::report::forget(ctx.observer.queue().pool(), &key).await;
     Ok(Action::await_change())
 }
 
@@ -300,6 +302,19 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
             &Patch::Merge(&json!({"status": status})),
         )
         .await?;
+    if let Err(e) = crate::report::record(
+        ctx.observer.queue().pool(),
+        &key,
+        "kubernetes",
+        desired,
+        ready,
+        &s,
+        &reason,
+    )
+    .await
+    {
+        tracing::warn!(pool = %key, error = %e, "could not record the decision for pgfleet status");
+    }
     ctx.metrics
         .controller_desired_replicas
         .with_label_values(&[&key])

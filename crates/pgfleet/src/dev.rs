@@ -40,9 +40,13 @@ pub struct DevArgs {
     /// Gateway port on 127.0.0.1 (0: any free port).
     #[arg(long, env = "PGFLEET_PORT", default_value_t = 8080)]
     port: u16,
-    /// Worker processes' worth of workers to run in this process.
+    /// Worker processes' worth of workers to run in this process (when no local pools).
     #[arg(long, env = "PGFLEET_DEV_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// Directory of WorkerPool YAML files to run as autoscaled local pools instead of the
+    /// fixed `--workers` (empty, or no such directory: fixed workers).
+    #[arg(long, env = "PGFLEET_DEV_POOLS", default_value = "samples")]
+    pools: PathBuf,
     #[command(flatten)]
     worker: WorkerFlags,
     #[command(flatten)]
@@ -166,7 +170,29 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // One registry for the gateway and the workers: http://…/metrics shows everything.
     let metrics = std::sync::Arc::new(pgfleet_telemetry::Metrics::new("dev"));
     let mut tasks = Vec::new();
-    for _ in 0..args.workers.max(1) {
+    let local = if args.pools.as_os_str().is_empty() {
+        Vec::new()
+    } else {
+        crate::local_pools::load(&args.pools)?
+    };
+    let rt = crate::local_pools::Runtime {
+        observer: std::sync::Arc::new(pgfleet_controller::observe::Observer::new(queue.clone())),
+        worker_queue: worker_queue.clone(),
+        options: options.clone(),
+        handlers: handlers.clone(),
+        metrics: metrics.clone(),
+        flags: args.worker.clone(),
+    };
+    for pool in local.iter().cloned() {
+        let (rt, stop) = (rt.clone(), stop.clone());
+        tasks.push(tokio::spawn(crate::local_pools::run(pool, rt, stop)));
+    }
+    let fixed = if local.is_empty() {
+        args.workers.max(1)
+    } else {
+        0
+    };
+    for _ in 0..fixed {
         let worker =
             args.worker
                 .build(&worker_queue, options.clone(), &handlers, metrics.clone())?;
@@ -184,6 +210,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let url_file = args.data_dir.join("database-url");
     std::fs::write(&url_file, &url)?;
     print_banner(&url, addr, partitions.get(), &gateway);
+    for p in &local {
+        println!(
+            "  local pool:      {} ({}..{} workers, queues {})",
+            p.metadata.name.as_deref().unwrap_or("?"),
+            p.spec.min_replicas,
+            p.spec.max_replicas,
+            pgfleet_controller::deployment::queues_arg(p)
+        );
+    }
     if args.status_every > 0 {
         tokio::spawn(report(
             queue.clone(),
@@ -223,6 +258,7 @@ fn print_banner(url: &str, addr: std::net::SocketAddr, partitions: u16, gateway:
     println!("pgfleet dev ({partitions} partitions)");
     println!("  database:        {url}");
     println!("  API:             http://{addr}/v1/jobs   (Authorization: Bearer {key})");
+    println!("  page:            http://{addr}/   (push, notifications, queue stats)");
     println!("  docs:            http://{addr}/docs");
     println!("  payment webhook: http://{addr}/webhooks/payments   (secret {secret})");
     println!("  enqueue:         pgfleet enqueue sleep --payload '{{\"ms\": 50}}' --count 1000");

@@ -15,6 +15,7 @@ mod enqueue;
 mod faker;
 mod gateway;
 mod loadsim;
+mod local_pools;
 mod status;
 mod worker;
 

@@ -24,6 +24,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let stats = queue.stats().await?;
     let workers = queue.workers(None).await?;
     let leases = queue.partition_leases(None).await?;
+    let pools = pgfleet_controller::report::list(queue.pool()).await?;
     if args.json {
         let workers: Vec<_> = workers
             .iter()
@@ -38,7 +39,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                     "heartbeat_at": w.heartbeat_at})
             })
             .collect();
-        let out = serde_json::json!({"queues": stats, "workers": workers});
+        let out = serde_json::json!({"queues": stats, "workers": workers, "pools": pools});
         println!("{}", serde_json::to_string_pretty(&out)?);
         queue.close().await;
         return Ok(());
@@ -60,6 +61,19 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             t.completed_per_sec(),
             t.oldest_available_age_secs
         );
+    }
+    if !pools.is_empty() {
+        println!();
+        println!(
+            "{:<24} {:<10} {:>7} {:>7} {:>9} {:>8}  REASON",
+            "POOL", "SOURCE", "DESIRED", "ACTUAL", "BACKLOG", "LAG(s)"
+        );
+        for p in &pools {
+            println!(
+                "{:<24} {:<10} {:>7} {:>7} {:>9} {:>8.1}  {}",
+                p.name, p.source, p.desired, p.actual, p.backlog, p.lag_seconds, p.reason
+            );
+        }
     }
     println!();
     println!("{:<40} {:<12} {:>6}  PARTITIONS", "WORKER", "POOL", "SLOTS");

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `pgfleet` binary: real processes, real signals, real PostgreSQL.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod autoscale;
 mod commands;
 mod dashboards;
 mod dev;
@@ -98,11 +99,21 @@ pub struct Dev {
 
 /// Starts `pgfleet dev --port 0` and waits for its `pgfleet ready:` line.
 pub async fn start_dev(status_every: &str) -> anyhow::Result<Dev> {
+    start_dev_with(status_every, |_| Vec::new()).await
+}
+
+/// `pgfleet dev` with extra arguments, made from the run's own directory.
+pub async fn start_dev_with(
+    status_every: &str,
+    extra: impl FnOnce(&std::path::Path) -> Vec<String>,
+) -> anyhow::Result<Dev> {
     let dir = std::env::temp_dir().join(format!("pgfleet-dev-{}", processes::rand_suffix()));
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data");
     let data_s = data.to_string_lossy().to_string();
-    let args = ["dev", "--port", "0", "--status-every", status_every];
+    let extra = extra(&dir);
+    let mut args = vec!["dev", "--port", "0", "--status-every", status_every];
+    args.extend(extra.iter().map(String::as_str));
     let proc = spawn(
         None,
         &args,

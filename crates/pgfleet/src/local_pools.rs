@@ -1,0 +1,155 @@
+//! `pgfleet dev`'s local pools: WorkerPool YAML files scaled by the controller's own policy
+//! ([`pgfleet_controller::scaling::decide`] on [`Observer`] samples), with in-process
+//! workers instead of Deployment replicas — autoscaling to watch on one machine.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pgfleet_controller::observe::Observer;
+use pgfleet_controller::scaling::{decide, History, Policy};
+use pgfleet_controller::WorkerPool;
+use pgfleet_queue::Queue;
+use pgfleet_telemetry::Metrics;
+use sqlx::postgres::PgConnectOptions;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::worker::{Handlers, WorkerFlags};
+
+/// Reads every `*.yaml` / `*.yml` WorkerPool in `dir` (none when it does not exist).
+///
+/// # Errors
+/// A file that is not a valid WorkerPool (the message names it).
+pub fn load(dir: &Path) -> anyhow::Result<Vec<WorkerPool>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    let mut pools = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)?;
+        let pool: WorkerPool = serde_yaml::from_str(&text)
+            .with_context(|| format!("{} is not a WorkerPool", path.display()))?;
+        if pool.spec.min_replicas > pool.spec.max_replicas {
+            anyhow::bail!("{}: minReplicas exceeds maxReplicas", path.display());
+        }
+        pools.push(pool);
+    }
+    Ok(pools)
+}
+
+/// What a local pool's workers need.
+#[derive(Clone)]
+pub struct Runtime {
+    /// Reads statistics and records decisions (durable pool).
+    pub observer: Arc<Observer>,
+    /// The workers' queue handle (asynchronous-commit pool).
+    pub worker_queue: Queue,
+    /// Listener connections.
+    pub options: PgConnectOptions,
+    /// Handlers to register.
+    pub handlers: Handlers,
+    /// Shared metrics.
+    pub metrics: Arc<Metrics>,
+    /// Worker settings (pool, queues and concurrency are the pool's).
+    pub flags: WorkerFlags,
+}
+
+/// Runs one local pool until `stop`: every `pollSeconds`, sample its queues, decide, and
+/// start or drain workers to match.
+pub async fn run(pool: WorkerPool, rt: Runtime, stop: CancellationToken) -> anyhow::Result<()> {
+    let name = pool.metadata.name.clone().unwrap_or_else(|| "local".into());
+    let queues: Vec<String> = pool.spec.queues.iter().map(|q| q.name.clone()).collect();
+    let mut flags = rt.flags.clone();
+    flags.pool = name.clone();
+    flags.queues = pool
+        .spec
+        .queues
+        .iter()
+        .map(|q| format!("{}:{}", q.name, q.weight))
+        .collect();
+    flags.concurrency = usize::try_from(pool.spec.concurrency).unwrap_or(1).max(1);
+    let policy = Policy::from(&pool.spec);
+    let poll = Duration::from_secs(pool.spec.autoscaling.poll_seconds.clamp(1, 300) as u64);
+    let mut history = History::default();
+    let mut workers: Vec<(CancellationToken, JoinHandle<()>)> = Vec::new();
+    let mut draining: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        draining.retain(|t| !t.is_finished());
+        let current = i32::try_from(workers.len()).unwrap_or(i32::MAX);
+        match rt.observer.sample(&name, &queues).await {
+            Ok(sample) => {
+                let d = decide(&policy, &sample, current, &mut history, chrono::Utc::now());
+                while workers.len() < usize::try_from(d.desired).unwrap_or(0) {
+                    let worker = flags.build(
+                        &rt.worker_queue,
+                        rt.options.clone(),
+                        &rt.handlers,
+                        rt.metrics.clone(),
+                    )?;
+                    let token = stop.child_token();
+                    let t = token.clone();
+                    let task = tokio::spawn(async move {
+                        if let Err(e) = worker.run(t).await {
+                            tracing::warn!(error = %e, "local worker stopped with an error");
+                        }
+                    });
+                    workers.push((token, task));
+                }
+                while workers.len() > usize::try_from(d.desired).unwrap_or(0) {
+                    if let Some((token, task)) = workers.pop() {
+                        token.cancel(); // graceful: in-flight jobs finish, the rest is released
+                        draining.push(task);
+                    }
+                }
+                if d.desired != current {
+                    tracing::info!(pool = %name, from = current, to = d.desired, reason = %d.reason, "local pool scaled");
+                }
+                rt.metrics
+                    .controller_desired_replicas
+                    .with_label_values(&[&name])
+                    .set(i64::from(d.desired));
+                rt.metrics
+                    .controller_ready_replicas
+                    .with_label_values(&[&name])
+                    .set(workers.len() as i64);
+                let actual = i32::try_from(workers.len()).unwrap_or(i32::MAX);
+                if let Err(e) = pgfleet_controller::report::record(
+                    rt.observer.queue().pool(),
+                    &name,
+                    "local",
+                    d.desired,
+                    actual,
+                    &sample,
+                    &d.reason,
+                )
+                .await
+                {
+                    tracing::warn!(pool = %name, error = %e, "could not record the pool's state");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pool = %name, error = %e, "queue statistics unavailable; holding")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+    for (token, task) in workers {
+        token.cancel();
+        draining.push(task);
+    }
+    for t in draining {
+        let _ = t.await;
+    }
+    let _ = pgfleet_controller::report::forget(rt.observer.queue().pool(), &name).await;
+    Ok(())
+}
