@@ -66,7 +66,14 @@ async fn every_dashboard_query_works_against_a_real_prometheus() -> anyhow::Resu
         base,
         data,
         dir,
-    } = crate::start_dev("0").await?;
+    } = crate::start_dev_with("0", |_| {
+        // The sample WorkerPools as local pools: the replica panels get series too.
+        vec![
+            "--pools".into(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../samples").into(),
+        ]
+    })
+    .await?;
     let key = std::fs::read_to_string(data.join("dev-api-key"))?
         .trim()
         .to_owned();
