@@ -144,6 +144,21 @@ impl Cluster {
         &self.dir
     }
 
+    /// Restarts the server (fast shutdown: sessions are terminated, committed data stays),
+    /// with the options it was started with.
+    ///
+    /// # Errors
+    /// [`EmbedError`] when `pg_ctl restart` fails.
+    pub fn restart(&self) -> Result<(), EmbedError> {
+        let mut c = pg_command(&self.bin.join("pg_ctl"), is_root());
+        c.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "-t", "60", "restart"])
+            .arg("-l")
+            .arg(self.dir.join("postgres.log"));
+        run(&mut c)
+    }
+
     /// Starts a watchdog that stops the cluster when this process is gone.
     fn spawn_watchdog(&self, remove: bool, as_root: bool) -> Result<(), EmbedError> {
         let pg_ctl = self.bin.join("pg_ctl");

@@ -1,6 +1,5 @@
 //! Sending one push: encrypt (RFC 8291 `aes128gcm`), sign (VAPID), POST, classify the answer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,7 +66,6 @@ pub struct Delivery {
 pub struct PushClient {
     http: reqwest::Client,
     signer: Arc<VapidSigner>,
-    crypto_nanos: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PushClient {
@@ -94,21 +92,12 @@ impl PushClient {
             .pool_max_idle_per_host(64)
             .user_agent(concat!("pgfleet/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self {
-            http,
-            signer,
-            crypto_nanos: Arc::new(AtomicU64::new(0)),
-        })
+        Ok(Self { http, signer })
     }
 
     /// The VAPID signer.
     pub fn signer(&self) -> &VapidSigner {
         &self.signer
-    }
-
-    /// Total time spent encrypting and signing, over every send.
-    pub fn crypto_time(&self) -> Duration {
-        Duration::from_nanos(self.crypto_nanos.load(Ordering::Relaxed))
     }
 
     /// Encrypts `plaintext` for `target` and posts it. Never fails: every problem is a
@@ -128,8 +117,6 @@ impl PushClient {
             }
         };
         let crypto = started.elapsed();
-        self.crypto_nanos
-            .fetch_add(crypto.as_nanos() as u64, Ordering::Relaxed);
         match request.send().await {
             Ok(res) => {
                 let status = res.status();
@@ -170,14 +157,7 @@ impl PushClient {
         opts: &PushOptions,
     ) -> Result<reqwest::RequestBuilder, String> {
         let url = url::Url::parse(target.endpoint).map_err(|e| format!("bad endpoint: {e}"))?;
-        let p256dh = b64url_decode(target.p256dh).map_err(|_| "bad p256dh".to_owned())?;
-        let public = PublicKey::from_sec1_bytes(&p256dh).map_err(|_| "bad p256dh".to_owned())?;
-        let auth = b64url_decode(target.auth).map_err(|_| "bad auth".to_owned())?;
-        if auth.len() != 16 {
-            return Err("bad auth".into());
-        }
-        let body = web_push_native::encrypt(plaintext.to_vec(), &public, Auth::from_slice(&auth))
-            .map_err(|e| format!("encryption failed: {e}"))?;
+        let body = encrypt(target, plaintext)?;
         let authorization = self.signer.authorization(&url).map_err(|e| e.to_string())?;
         let mut req = self
             .http
@@ -193,6 +173,22 @@ impl PushClient {
         }
         Ok(req)
     }
+}
+
+/// Encrypts `plaintext` for `target` (`aes128gcm`, RFC 8291: a fresh ephemeral key and salt
+/// per message, one record).
+///
+/// # Errors
+/// Malformed keys, or a plaintext too large for one record.
+pub fn encrypt(target: Target<'_>, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+    let p256dh = b64url_decode(target.p256dh).map_err(|_| "bad p256dh".to_owned())?;
+    let public = PublicKey::from_sec1_bytes(&p256dh).map_err(|_| "bad p256dh".to_owned())?;
+    let auth = b64url_decode(target.auth).map_err(|_| "bad auth".to_owned())?;
+    if auth.len() != 16 {
+        return Err("bad auth".into());
+    }
+    web_push_native::encrypt(plaintext.to_vec(), &public, Auth::from_slice(&auth))
+        .map_err(|e| format!("encryption failed: {e}"))
 }
 
 /// Classifies a push service status (RFC 8030 section 5 and the services' documented codes).

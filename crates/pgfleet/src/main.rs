@@ -1,12 +1,13 @@
 //! `pgfleet`: one binary for every pgfleet component.
 //!
 //! Subcommands: `dev` (everything on a laptop, on an embedded PostgreSQL by default),
-//! `migrate`, `enqueue`, `worker`, `gateway`, `status`, `bench`, `loadsim`, `vapid`, `faker`, `controller`, `crd`. Settings come from flags or from
+//! `migrate`, `enqueue`, `worker`, `gateway`, `status`, `bench`, `loadsim`, `vapid`, `faker`, `controller`, `crd`, `chaos`. Settings come from flags or from
 //! `PGFLEET_*` environment variables; the database from `--database-url`,
 //! `PGFLEET_DATABASE_URL` or `DATABASE_URL`.
 
 mod bench;
 mod bench_push;
+mod chaos;
 mod controller;
 mod database;
 mod delivery;
@@ -56,6 +57,9 @@ enum Command {
     Controller(controller::ControllerArgs),
     /// Print the WorkerPool CustomResourceDefinition as YAML.
     Crd,
+    /// Send signed webhooks while killing workers, cutting listeners and restarting
+    /// PostgreSQL and the gateway; check nothing acknowledged was lost or duplicated.
+    Chaos(chaos::ChaosArgs),
 }
 
 mod migrate {
@@ -103,6 +107,7 @@ async fn main() -> std::process::ExitCode {
         Command::Faker(a) => faker::run(a).await,
         Command::Controller(a) => controller::run(a).await,
         Command::Crd => controller::print_crd(),
+        Command::Chaos(a) => chaos::run(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
