@@ -160,8 +160,9 @@ async fn sigterm_during_a_burn_down_loses_nothing_and_runs_nothing_twice() -> an
 }
 
 /// Secrets never reach the logs: a gateway logging at `trace` serves requests carrying an API
-/// key, a signed webhook and an HMAC-signed request; none of the key, the webhook secret, the
-/// signatures or the HMAC secret appears in what it printed.
+/// key, a signed webhook and an HMAC-signed request, and a worker at `trace` signs a real push
+/// with the VAPID key; none of the key, the webhook secret, the signatures, the HMAC secret,
+/// the VAPID private key or the messages secret appears in what they printed.
 #[tokio::test]
 async fn secrets_never_appear_in_the_gateways_logs() -> anyhow::Result<()> {
     use pgfleet_gateway::signature::{sign_request, WebhookSecret};
@@ -177,14 +178,31 @@ async fn secrets_never_appear_in_the_gateways_logs() -> anyhow::Result<()> {
     let listen = format!("127.0.0.1:{port}");
     let keys = format!("{key}:admin");
     let secrets = format!("payments={webhook_secret}");
+    let vapid = pgfleet_push::VapidKeys::generate("mailto:logs@pgfleet.dev").unwrap();
+    let vapid_private = vapid.private_key();
+    let messages_secret = "whsec_bWVzc2FnZXMtc2lnbmluZy1zZWNyZXQ=";
     let env = [
         ("PGFLEET_API_KEYS", keys.as_str()),
         ("PGFLEET_WEBHOOK_SECRETS", secrets.as_str()),
         ("PGFLEET_HMAC_SECRET", hmac),
+        ("PGFLEET_VAPID_PRIVATE_KEY", vapid_private.as_str()),
+        ("PGFLEET_VAPID_SUBJECT", "mailto:logs@pgfleet.dev"),
+        ("PGFLEET_MESSAGES_SECRET", messages_secret),
+        ("PGFLEET_PUSH_ALLOW_HTTP_LOOPBACK", "true"),
         ("RUST_LOG", "trace"),
     ];
     let log = dir.join("gateway.log");
     let mut gw = spawn(Some(&db.url), &["gateway", "--listen", &listen], &log, &env);
+    // A worker at trace too, signing a real push with the VAPID key.
+    let wlog = dir.join("worker.log");
+    let mut worker = spawn(
+        Some(&db.url),
+        &["worker", "--health-addr", "", "--queues", "default"],
+        &wlog,
+        &env,
+    );
+    let fake = pgfleet_testkit::push::FakePushService::start().await?;
+    let sub = fake.subscribe();
     let base = format!("http://{listen}");
     let http = reqwest::Client::new();
     eventually("gateway up", Duration::from_secs(30), || async {
@@ -240,10 +258,48 @@ async fn secrets_never_appear_in_the_gateways_logs() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(r.status(), 401);
+    let r = http
+        .post(format!("{base}/v1/subscriptions"))
+        .bearer_auth(key)
+        .json(&sub.to_json("log-user"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201);
+    let r = http
+        .post(format!("{base}/v1/notifications"))
+        .bearer_auth(key)
+        .json(
+            &serde_json::json!({"type": "t", "user_ids": ["log-user"], "title": "t", "body": "b"}),
+        )
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201);
+    eventually(
+        "the push, VAPID-signed",
+        Duration::from_secs(30),
+        || async {
+            Ok(fake
+                .received_by(&sub)
+                .into_iter()
+                .find(|r| r.plaintext.is_some())
+                .map(|_| ()))
+        },
+    )
+    .await?;
     signal(&gw, "TERM");
+    signal(&worker, "TERM");
     assert!(wait_exit(&mut gw, Duration::from_secs(30)).await.success());
-    let printed =
-        std::fs::read_to_string(&log)? + &std::fs::read_to_string(log.with_extension("out"))?;
+    assert!(wait_exit(&mut worker, Duration::from_secs(30))
+        .await
+        .success());
+    let printed = std::fs::read_to_string(&log)?
+        + &std::fs::read_to_string(log.with_extension("out"))?
+        + &std::fs::read_to_string(&wlog)?
+        + &std::fs::read_to_string(wlog.with_extension("out"))?;
+    assert!(
+        printed.contains("webpush.deliver"),
+        "the worker's log has the push job"
+    );
     assert!(
         printed.contains("/v1/jobs"),
         "the log has the requests (so the check means something)"
@@ -257,6 +313,9 @@ async fn secrets_never_appear_in_the_gateways_logs() -> anyhow::Result<()> {
         sig_b64,
         &req_sig,
         "wrong-key-but-still-secret-123",
+        vapid_private.as_str(),
+        messages_secret,
+        &messages_secret[6..],
     ] {
         assert!(
             !printed.contains(secret),
