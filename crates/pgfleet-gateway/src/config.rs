@@ -69,6 +69,9 @@ pub struct GatewayConfig {
     pub push_allow_http_loopback: bool,
     /// The queue outbound message jobs go to (default `default`).
     pub messages_queue: String,
+    /// How long a client may take to send a request's headers (default 10 s); a slow or
+    /// stalled client is disconnected instead of holding a connection.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +88,7 @@ impl Default for GatewayConfig {
             vapid_public_key: None,
             push_allow_http_loopback: false,
             messages_queue: "default".into(),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

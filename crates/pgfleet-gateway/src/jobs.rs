@@ -4,7 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use pgfleet_queue::admin::{JobFilter, MAX_PAGE};
+use pgfleet_queue::admin::JobFilter;
 use pgfleet_queue::{Job, JobState, NewJob};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -266,13 +266,7 @@ pub async fn list(
     Query(p): Query<ListParams>,
     _auth: Authed<READ>,
 ) -> Result<Json<JobPage>, ApiError> {
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = crate::problem::page_limit(p.limit, 100)?;
     let state_filter = p.state.as_deref().map(str::parse::<JobState>).transpose()?;
     let filter = JobFilter {
         queue: p.queue,

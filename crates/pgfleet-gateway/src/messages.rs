@@ -120,6 +120,10 @@ pub async fn list_sent(
     Query(p): Query<SentParams>,
     _a: Authed<READ>,
 ) -> Result<Json<Vec<MessageDto>>, ApiError> {
-    let list = store::list_sent(state.queue.pool(), p.limit.unwrap_or(100)).await?;
+    let list = store::list_sent(
+        state.queue.pool(),
+        crate::problem::page_limit(p.limit, 100)?,
+    )
+    .await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }

@@ -52,6 +52,9 @@ pub enum ApiError {
     /// Too many requests for this credential (429); retry after this many seconds.
     #[error("rate limit exceeded: retry after {0} s")]
     RateLimited(u64),
+    /// The request took longer than the gateway's request timeout (408).
+    #[error("the request did not complete within {0} s")]
+    Timeout(u64),
     /// Body over the limit (413).
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::NotConfigured(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -97,6 +101,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "body-too-large",
+            ApiError::Timeout(_) => "timeout",
             ApiError::RateLimited(_) => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::NotConfigured(_) => "not-configured",
@@ -155,6 +160,24 @@ impl From<QueueError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ApiError::Unavailable(e.to_string())
+    }
+}
+
+/// A page size from a `limit` query parameter: `default` when absent, 422 naming `limit`
+/// outside 1..=1000 (the most any list returns).
+///
+/// # Errors
+/// [`ApiError::Invalid`].
+pub fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
+    use pgfleet_queue::admin::MAX_PAGE;
+    let limit = limit.unwrap_or(default);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ))
     }
 }
 

@@ -346,7 +346,7 @@ pub async fn list_notifications(
     let notes = store::list_notifications(
         state.queue.pool(),
         p.user_id.as_deref().filter(|u| !u.is_empty()),
-        p.limit.unwrap_or(50),
+        crate::problem::page_limit(p.limit, 50)?,
     )
     .await?;
     Ok(Json(notes.into_iter().map(Into::into).collect()))

@@ -46,6 +46,12 @@ pub struct GatewayFlags {
     /// Queue that outbound message jobs go to.
     #[arg(long, env = "PGFLEET_MESSAGES_QUEUE", default_value = "default")]
     pub messages_queue: String,
+    /// Seconds a client may take to send a request's headers before it is disconnected.
+    #[arg(long, env = "PGFLEET_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a whole request may take (body included) before it is answered 408.
+    #[arg(long, env = "PGFLEET_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
     /// Accept plain-http push endpoints on loopback hosts (development and tests only).
     #[arg(long, env = "PGFLEET_PUSH_ALLOW_HTTP_LOOPBACK")]
     pub push_allow_http_loopback: bool,
@@ -73,6 +79,8 @@ impl GatewayFlags {
             vapid_public_key: vapid.public_key()?,
             push_allow_http_loopback: self.push_allow_http_loopback,
             messages_queue: self.messages_queue.clone(),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
             ..GatewayConfig::default()
         })
     }
