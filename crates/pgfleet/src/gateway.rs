@@ -81,7 +81,6 @@ impl GatewayFlags {
             messages_queue: self.messages_queue.clone(),
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
             timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
-            ..GatewayConfig::default()
         })
     }
 }
