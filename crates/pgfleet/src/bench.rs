@@ -35,6 +35,8 @@ pub enum Suite {
     Ingest,
     /// Web Push: deliveries/s to a local push sink, per core, and the crypto share.
     Push,
+    /// Throughput and dead tuples while a long transaction holds back the xmin horizon.
+    LongTx,
 }
 
 /// `pgfleet bench`.
@@ -43,6 +45,12 @@ pub struct BenchArgs {
     /// The suite to run.
     #[arg(value_enum, default_value = "queue")]
     suite: Suite,
+    /// Seconds the long-tx suite holds its snapshot.
+    #[arg(long, default_value_t = 60)]
+    pub long_tx_secs: u64,
+    /// Jobs per second offered in the long-tx suite.
+    #[arg(long, default_value_t = 2000)]
+    pub long_tx_rate: u64,
     /// Subscriptions in the push suite's end-to-end phase.
     #[arg(long, default_value_t = 5000)]
     pub push_subscriptions: usize,
@@ -118,6 +126,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Suite::Queue => bench(&args, options).await,
         Suite::Ingest => bench_ingest(&args, options).await,
         Suite::Push => crate::bench_push::bench_push(&args, options).await,
+        Suite::LongTx => crate::bench_long_tx::bench_long_tx(&args, options).await,
     };
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut conn)
@@ -132,6 +141,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_ingest(&report);
     } else if args.suite == Suite::Push {
         crate::bench_push::print_push(&report);
+    } else if args.suite == Suite::LongTx {
+        crate::bench_long_tx::print_long_tx(&report);
     } else {
         print_table(&report);
     }

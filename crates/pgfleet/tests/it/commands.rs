@@ -248,3 +248,31 @@ async fn faker_inserts_unsent_messages_with_their_jobs() -> anyhow::Result<()> {
     assert_eq!((messages, unsent, jobs), (1200, 1200, 1200));
     Ok(())
 }
+
+#[tokio::test]
+async fn bench_long_tx_reports_throughput_and_dead_tuples_per_phase() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let out = pgfleet(
+        &db.url,
+        &[
+            "bench",
+            "long-tx",
+            "--long-tx-secs",
+            "3",
+            "--long-tx-rate",
+            "400",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim())?;
+    for phase in ["before", "during", "after"] {
+        assert!(
+            v["jobs_per_sec"][phase].as_f64().unwrap_or(0.0) > 0.0,
+            "{phase}: {v}"
+        );
+        assert!(v["dead_tuples"][phase].as_i64().is_some(), "{v}");
+    }
+    assert!(v["during_vs_before"].as_f64().unwrap() > 0.0, "{v}");
+    Ok(())
+}
