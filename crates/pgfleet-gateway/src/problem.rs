@@ -189,7 +189,13 @@ pub fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+        // An object key that is the empty string leaves an empty last path segment
+        // (found by fuzzing): name its parent, or the body.
+        let path = match e.path().to_string() {
+            p if p.is_empty() => ".".to_owned(),
+            p if p.ends_with('.') && p.len() > 1 => p.trim_end_matches('.').to_owned(),
+            p => p,
+        };
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Syntax
@@ -212,4 +218,41 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Vec<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        a: i32,
+    }
+
+    fn field(body: &str) -> String {
+        match parse_json::<Outer>(body.as_bytes()) {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_fields_are_always_named() {
+        assert_eq!(field(r#"{"inner": [{"a": "x"}]}"#), "inner[0].a");
+        assert_eq!(field(r#"{"inner": [{}]}"#), "inner[0].a");
+        assert_eq!(field(r#"{}"#), "inner");
+        assert_eq!(field(r#"[]"#), "body");
+        // Empty keys (fuzzing found these named nothing).
+        assert_eq!(field(r#"{"": 1}"#), "body");
+        assert_eq!(field(r#"{"inner": [{"": 1}]}"#), "inner[0]");
+    }
 }
