@@ -347,6 +347,48 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the queues look like: the size stays within the bounds (or moves toward
+        /// them by at most a step), never changes by more than `max_step`, and never shrinks
+        /// while the metrics ask for at least the current size.
+        #[test]
+        fn decisions_respect_bounds_steps_and_direction(
+            min in 0i32..5, span in 0i32..20, step in 1i32..6, current in 0i32..30,
+            zero in proptest::bool::ANY, queued in 0i64..100_000, running in 0i64..50,
+            lag in 0.0f64..600.0, arrivals in 0.0f64..5000.0, job in 0.0f64..5.0,
+            window in 0i64..120, history in proptest::collection::vec((0i64..200, 0i64..100_000), 0..12),
+        ) {
+            let p = Policy {
+                min: if zero { 0 } else { min.max(1) },
+                max: min.max(1) + span,
+                max_step: step,
+                scale_to_zero: zero,
+                stabilization: Duration::seconds(window),
+                ..policy()
+            };
+            let t0 = Utc::now();
+            let mut h = History::default();
+            // Earlier decisions, so the stabilisation window has something in it.
+            for (ago, b) in &history {
+                let _ = decide(&p, &backlog(*b), current, &mut h, t0 - Duration::seconds(*ago));
+            }
+            let s = Sample { backlog: queued, running, oldest_age_secs: lag, arrival_per_sec: arrivals, mean_job_secs: job, completion_per_sec: 0.0 };
+            let d = decide(&p, &s, current, &mut h, t0);
+            proptest::prop_assert!((d.desired - current).abs() <= p.max_step, "{d:?}");
+            let lower = if p.scale_to_zero { 0 } else { p.min };
+            if (lower..=p.max).contains(&current) {
+                proptest::prop_assert!((lower..=p.max).contains(&d.desired), "{d:?} outside {lower}..={}", p.max);
+            } else {
+                // Outside the bounds (spec changed): it moves toward them.
+                let toward = if current > p.max { d.desired <= current } else { d.desired >= current };
+                proptest::prop_assert!(toward, "{d:?} from {current}");
+            }
+            if d.recommended >= current {
+                proptest::prop_assert!(d.desired >= current, "{d:?} shrank although {} ≥ {current} was recommended", d.recommended);
+            }
+        }
+    }
+
     #[test]
     fn manual_mode_uses_spec_replicas() {
         let p = Policy {
