@@ -172,8 +172,13 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
     let sample = ctx.observer.sample(&key, &queues).await;
     let policy = Policy::from(&pool.spec);
     let (desired, reason, degraded) = match (&sample, pool.spec.paused) {
+        // Paused: keep the current size (a new pool starts at its minimum).
         (_, true) => (
-            current.max(if existing.is_none() { policy.min } else { 0 }),
+            if existing.is_some() {
+                current
+            } else {
+                policy.min
+            },
             "paused".to_owned(),
             None,
         ),
@@ -244,7 +249,7 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
     let conditions = vec![
         condition(
             "Ready",
-            ready >= desired && desired > 0 || desired == 0,
+            ready >= desired,
             if ready >= desired {
                 "ReplicasReady"
             } else {
