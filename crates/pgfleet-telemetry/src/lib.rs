@@ -8,8 +8,8 @@
 mod tracing_init;
 
 pub use tracing_init::{
-    init, init_with, parent_from_headers, parent_from_metadata, set_parent, trace_metadata,
-    TelemetryGuard,
+    init, init_with, install_crypto_provider, parent_from_headers, parent_from_metadata,
+    set_parent, trace_metadata, TelemetryGuard,
 };
 
 use prometheus::{

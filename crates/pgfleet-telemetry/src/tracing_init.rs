@@ -55,6 +55,10 @@ pub fn init(service: &str) -> TelemetryGuard {
 /// Like [`init`] with an explicit OTLP/HTTP endpoint (`http://host:4318`), or none. A second
 /// call in the same process keeps the first subscriber.
 pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> TelemetryGuard {
+    // rustls picks its crypto provider from its enabled features; when a build enables two
+    // (ring through reqwest and kube, aws-lc-rs through another crate), it picks none and the
+    // first TLS client panics. Install one, explicitly, before any client is built.
+    install_crypto_provider();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let json = std::env::var("PGFLEET_LOG_FORMAT").is_ok_and(|v| v == "json");
@@ -144,4 +148,9 @@ pub fn parent_from_headers<'a>(
 /// Makes `span` a child of `parent` (no-op without OpenTelemetry).
 pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
     let _ = span.set_parent(parent);
+}
+
+/// Makes ring the process's rustls crypto provider (a no-op when one is already installed).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
