@@ -189,13 +189,7 @@ pub fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        // An object key that is the empty string leaves an empty last path segment
-        // (found by fuzzing): name its parent, or the body.
-        let path = match e.path().to_string() {
-            p if p.is_empty() => ".".to_owned(),
-            p if p.ends_with('.') && p.len() > 1 => p.trim_end_matches('.').to_owned(),
-            p => p,
-        };
+        let path = field_path(e.path());
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Syntax
@@ -205,19 +199,46 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
                 let msg = inner.to_string();
                 // A missing field is reported at its parent: name the field itself. An
                 // unknown field's path already ends with its name.
-                let field = match msg
+                let missing = msg
                     .strip_prefix("missing field `")
-                    .and_then(|r| r.split('`').next())
-                {
-                    Some(f) if path == "." => f.to_owned(),
-                    Some(f) => format!("{path}.{f}"),
-                    None if path == "." => "body".to_owned(),
-                    None => path,
+                    .and_then(|r| r.split('`').next());
+                let field = match (missing, path.is_empty()) {
+                    (Some(f), true) => f.to_owned(),
+                    (Some(f), false) => format!("{path}.{f}"),
+                    (None, true) => "body".to_owned(),
+                    (None, false) => path,
                 };
                 ApiError::invalid(field, msg)
             }
         }
     })
+}
+
+/// `jobs[3].queue` from the deserializer's path. Keys that would make the name ambiguous or
+/// empty (`""`, `".."`: found by fuzzing) end the name at their parent.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } if !key.is_empty() && !key.contains(['.', '[', ']']) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Map { .. } => break,
+            Segment::Enum { variant } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(variant);
+            }
+            Segment::Unknown => break,
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -251,8 +272,11 @@ mod tests {
         assert_eq!(field(r#"{"inner": [{}]}"#), "inner[0].a");
         assert_eq!(field(r#"{}"#), "inner");
         assert_eq!(field(r#"[]"#), "body");
-        // Empty keys (fuzzing found these named nothing).
+        // Empty or dotted keys (fuzzing found these named nothing).
         assert_eq!(field(r#"{"": 1}"#), "body");
+        assert_eq!(field(r#"{"..": 1}"#), "body");
         assert_eq!(field(r#"{"inner": [{"": 1}]}"#), "inner[0]");
+        assert_eq!(field(r#"{"inner": [{"a.b": 1}]}"#), "inner[0]");
+        assert_eq!(field(r#"{"nope": 1}"#), "nope");
     }
 }
