@@ -221,11 +221,11 @@ pub fn payment_notification(
 
 /// Processes stored webhook event `event_row`: validates it, upserts the ledger row, creates
 /// the "payment received" notification when the payment is new and its user has push
-/// subscriptions, and marks the event `done`, all in one transaction. On failure, records `failed`, the error and the
-/// attempt count (in its own transaction) and returns the error.
+/// subscriptions, and marks the event `done`, all in one transaction. On failure, records
+/// `failed`, the error and the attempt count (in its own transaction) and returns the error.
 ///
 /// # Errors
-/// [`ProcessError`]; `Invalid` and `Missing` are permanent.
+/// [`ProcessError`]; `Invalid` and `Missing` are permanent, the others worth a retry.
 #[tracing::instrument(name = "payments.process", skip(queue))]
 pub async fn process(queue: &Queue, event_row: i64) -> Result<Processed, ProcessError> {
     let pool = queue.pool();

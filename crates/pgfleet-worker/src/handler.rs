@@ -159,9 +159,11 @@ impl Registry {
                     .ok_or_else(|| JobError::permanent("payload has no webhook_event_id"))?;
                 match pgfleet_payments::process(&queue, row).await {
                     Ok(_) => Ok(()),
-                    Err(e @ pgfleet_payments::ProcessError::Database(_)) => {
-                        Err(JobError::retry(e.to_string()))
-                    }
+                    // A database or notification failure rolled everything back: retry.
+                    Err(
+                        e @ (pgfleet_payments::ProcessError::Database(_)
+                        | pgfleet_payments::ProcessError::Notify(_)),
+                    ) => Err(JobError::retry(e.to_string())),
                     Err(e) => Err(JobError::permanent(e.to_string())),
                 }
             }
