@@ -44,7 +44,7 @@ pub struct DevArgs {
     #[arg(long, env = "PGFLEET_DEV_WORKERS", default_value_t = 2)]
     workers: usize,
     /// Directory of WorkerPool YAML files to run as autoscaled local pools instead of the
-    /// fixed `--workers` (empty, or no such directory: fixed workers).
+    /// fixed `--workers` (a directory without pools, or none: fixed workers).
     #[arg(long, env = "PGFLEET_DEV_POOLS", default_value = "samples")]
     pools: PathBuf,
     #[command(flatten)]
