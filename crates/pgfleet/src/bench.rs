@@ -477,7 +477,8 @@ async fn latency(
 }
 
 /// Runs `call` in a loop on `callers` concurrent tasks for `secs` seconds; returns calls/s.
-async fn calls_per_sec<F, Fut>(callers: usize, secs: u64, call: F) -> anyhow::Result<f64>
+/// Runs `callers` loops of `call` for `secs`; calls completed per second.
+pub async fn calls_per_sec<F, Fut>(callers: usize, secs: u64, call: F) -> anyhow::Result<f64>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,

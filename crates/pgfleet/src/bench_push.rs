@@ -12,7 +12,6 @@
 //! The sink runs in this process, so CPU figures include its share; "per core" divides by
 //! the CPU seconds this process used during the phase (from /proc/self/stat).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,39 +52,21 @@ impl Phase {
     }
 }
 
-/// Runs `calls` callers of `call` for `secs`, measuring rate and CPU use.
+/// [`crate::bench::calls_per_sec`], plus the CPU this process used meanwhile.
 async fn phase<F, Fut>(callers: usize, secs: u64, call: F) -> anyhow::Result<Phase>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
     let cpu0 = cpu_secs();
-    let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let until = start + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..callers {
-        let (call, count) = (call.clone(), count.clone());
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < until {
-                call().await?;
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
+    let per_sec = crate::bench::calls_per_sec(callers, secs, call).await?;
     let wall = start.elapsed().as_secs_f64();
     let cores = match (cpu0, cpu_secs()) {
         (Some(a), Some(b)) => (b - a) / wall,
         _ => 0.0,
     };
-    Ok(Phase {
-        per_sec: count.load(Ordering::Relaxed) as f64 / wall,
-        cores,
-    })
+    Ok(Phase { per_sec, cores })
 }
 
 async fn sink() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
