@@ -11,6 +11,20 @@ use pgfleet_controller::reconcile::{reconcile, Context, FINALIZER};
 use pgfleet_queue::NewJob;
 use serde_json::json;
 
+/// A reconcile context on `client`, reading queue statistics through `queue`.
+fn context(
+    client: &kube::Client,
+    queue: &pgfleet_queue::Queue,
+    metrics: Arc<pgfleet_telemetry::Metrics>,
+) -> Arc<Context> {
+    Arc::new(Context::new(
+        client.clone(),
+        Arc::new(Observer::new(queue.clone())),
+        metrics,
+        "test-0",
+    ))
+}
+
 const OTHER: &str = "example.com/backup";
 
 fn pool(name: &str) -> WorkerPool {
@@ -73,12 +87,7 @@ async fn reconcile_applies_the_deployment_patches_status_and_scales_with_events(
         .build()
         .await?;
     let metrics = Arc::new(pgfleet_telemetry::Metrics::new("controller"));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::new(Observer::new(queue.clone())),
-        metrics.clone(),
-        "test-0",
-    ));
+    let ctx = context(&client, &queue, metrics.clone());
     let pools: Api<WorkerPool> = Api::namespaced(client.clone(), "jobs");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "jobs");
 
@@ -242,12 +251,11 @@ async fn manual_replicas_and_paused_pools() -> anyhow::Result<()> {
         .with_object(paused)
         .build()
         .await?;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::new(Observer::new(queue.clone())),
+    let ctx = context(
+        &client,
+        &queue,
         Arc::new(pgfleet_telemetry::Metrics::new("controller")),
-        "test-0",
-    ));
+    );
     let pools: Api<WorkerPool> = Api::namespaced(client.clone(), "jobs");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "jobs");
     reconcile(Arc::new(pools.get("manual").await?), ctx.clone()).await?;
@@ -328,12 +336,11 @@ async fn deleting_a_pool_releases_its_partition_leases() -> anyhow::Result<()> {
         .with_object(p)
         .build()
         .await?;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::new(Observer::new(queue.clone())),
+    let ctx = context(
+        &client,
+        &queue,
         Arc::new(pgfleet_telemetry::Metrics::new("controller")),
-        "test-0",
-    ));
+    );
     let pools: Api<WorkerPool> = Api::namespaced(client.clone(), "jobs");
     reconcile(Arc::new(pools.get("emails").await?), ctx.clone()).await?;
     let left: Vec<String> = sqlx::query_scalar("SELECT pool FROM pgfleet.partition_leases")
