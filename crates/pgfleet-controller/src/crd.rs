@@ -67,6 +67,12 @@ pub struct WorkerPoolSpec {
     #[serde(default = "default_concurrency")]
     #[schemars(range(min = 1, max = 10000))]
     pub concurrency: i32,
+    /// Database connections per replica, besides its LISTEN connection (default: 2 + one
+    /// per 10 slots, so 3 for 10 slots). Claims and outcomes are batched, so few are needed;
+    /// raise it for handlers that use the database heavily.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub pool_size: Option<i32>,
     /// Replicas when autoscaling is off (what the scale subresource sets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]

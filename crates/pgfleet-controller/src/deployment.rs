@@ -23,6 +23,28 @@ pub const POOL_LABEL: &str = "pgfleet.dev/pool";
 /// The worker's health and metrics port.
 pub const HEALTH_PORT: i32 = 9464;
 
+/// The worker's command line for `pool` (named `name`).
+fn worker_args(pool: &WorkerPool, name: &str) -> Vec<String> {
+    let spec = &pool.spec;
+    let mut args = vec![
+        "worker".into(),
+        "--pool".into(),
+        name.to_owned(),
+        "--queues".into(),
+        queues_arg(pool),
+        "--concurrency".into(),
+        spec.concurrency.to_string(),
+        "--health-addr".into(),
+        format!("0.0.0.0:{HEALTH_PORT}"),
+        "--shutdown-grace-secs".into(),
+        spec.shutdown_grace_seconds.to_string(),
+    ];
+    if let Some(size) = spec.pool_size {
+        args.extend(["--pool-size".into(), size.to_string()]);
+    }
+    args
+}
+
 /// The Deployment's name for pool `name`.
 pub fn name(pool: &str) -> String {
     format!("{pool}-workers")
@@ -101,19 +123,7 @@ pub fn build(pool: &WorkerPool, replicas: i32) -> Deployment {
                 .clone()
                 .unwrap_or_else(|| "IfNotPresent".into()),
         ),
-        args: Some(vec![
-            "worker".into(),
-            "--pool".into(),
-            name.clone(),
-            "--queues".into(),
-            queues_arg(pool),
-            "--concurrency".into(),
-            spec.concurrency.to_string(),
-            "--health-addr".into(),
-            format!("0.0.0.0:{HEALTH_PORT}"),
-            "--shutdown-grace-secs".into(),
-            spec.shutdown_grace_seconds.to_string(),
-        ]),
+        args: Some(worker_args(pool, &name)),
         env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("health".into()),

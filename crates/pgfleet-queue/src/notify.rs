@@ -33,12 +33,28 @@ pub struct NotifierConfig {
     /// At most one flush (one notifying transaction) per window (default 2 ms, so at most
     /// 500 notifying transactions per second per process, however high the enqueue rate).
     pub window: Duration,
+    /// Send on a connection of the notifier's own, with asynchronous commit (the default).
+    /// `false` sends through the queue's pool — for a pool that already commits
+    /// asynchronously, such as a worker's, where it saves one connection per process.
+    pub dedicated_connection: bool,
 }
 
 impl Default for NotifierConfig {
     fn default() -> Self {
         Self {
             window: Duration::from_millis(2),
+            dedicated_connection: true,
+        }
+    }
+}
+
+impl NotifierConfig {
+    /// Defaults, sending through the queue's own pool (see
+    /// [`NotifierConfig::dedicated_connection`]).
+    pub fn shared_pool() -> Self {
+        Self {
+            dedicated_connection: false,
+            ..Self::default()
         }
     }
 }
@@ -77,21 +93,26 @@ impl Notifier {
     /// a worker. A connection of its own (rather than a transaction-local setting on the
     /// producer's pool) guarantees the producer's enqueues keep their durable commit.
     pub fn spawn(pool: PgPool, partitions: PartitionCount, config: NotifierConfig) -> Self {
-        let options = (*pool.connect_options())
-            .clone()
-            .options([("synchronous_commit", "off")])
-            .application_name("pgfleet-notifier");
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options);
+        let pool = if config.dedicated_connection {
+            let options = (*pool.connect_options())
+                .clone()
+                .options([("synchronous_commit", "off")])
+                .application_name("pgfleet-notifier");
+            PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(options)
+        } else {
+            pool
+        };
+        let owns_pool = config.dedicated_connection;
         let shared = Arc::new(Shared {
             pending: Mutex::new(vec![false; partitions.get() as usize]),
             wake: Notify::new(),
             stats: NotifierStats::default(),
         });
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(pool, shared.clone(), config, cancel.clone()));
+        let task = tokio::spawn(run(pool, owns_pool, shared.clone(), config, cancel.clone()));
         Self {
             shared,
             cancel,
@@ -133,7 +154,13 @@ impl Notifier {
     }
 }
 
-async fn run(pool: PgPool, shared: Arc<Shared>, config: NotifierConfig, cancel: CancellationToken) {
+async fn run(
+    pool: PgPool,
+    owns_pool: bool,
+    shared: Arc<Shared>,
+    config: NotifierConfig,
+    cancel: CancellationToken,
+) {
     let mut last_flush: Option<Instant> = None;
     loop {
         let now = Instant::now();
@@ -172,7 +199,9 @@ async fn run(pool: PgPool, shared: Arc<Shared>, config: NotifierConfig, cancel: 
             continue;
         }
         if draining {
-            pool.close().await;
+            if owns_pool {
+                pool.close().await;
+            }
             return;
         }
         let has_pending = shared

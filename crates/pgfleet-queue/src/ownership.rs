@@ -1,16 +1,26 @@
-//! Partition ownership: workers register with a heartbeat and lease the partitions of their
-//! pool by rendezvous hashing over the live workers.
+//! Partition ownership: workers register with a heartbeat, compute the partitions of their
+//! pool by rendezvous hashing over the live workers, listen on those, and record them as
+//! leases.
 //!
-//! Every worker computes the same assignment from the same list of live workers, releases
-//! the partitions it no longer should own, and takes (or renews) the ones it should. A
-//! lease another worker still holds is left alone until it expires or is released, so a
-//! partition never has two leaseholders. Ownership only steers who listens and claims
-//! where: `FOR UPDATE SKIP LOCKED` keeps a job from running twice while ownership moves.
+//! Ownership steers who is woken and who looks first; it never guards correctness
+//! (`FOR UPDATE SKIP LOCKED` does) and never caps throughput (workers with free slots also
+//! claim from partitions they do not own). What it must guarantee is that every partition
+//! has a listening owner at every moment, so a wake-up always reaches someone:
+//!
+//! - **join**: a new worker computes its share from the live workers plus itself, LISTENs
+//!   on it, and only then registers ([`Queue::heartbeat`]); the others see it and drop the
+//!   partitions it took only after it listens (take before release). It then asks the pool
+//!   to rebalance at once ([`Queue::request_rebalance`]).
+//! - **leave**: a stopping worker marks itself gone ([`Queue::leave`]), which asks the pool
+//!   to rebalance; the survivors LISTEN on its partitions and then take its leases, and the
+//!   leaver keeps serving until they have ([`Queue::leases_held`]).
+//! - **crash**: a worker records the backend pid of its LISTEN connection; when that backend
+//!   is gone (the process died), the worker is no longer live, whatever its expiry says.
 
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::partition::{fnv1a64, PartitionCount};
+use crate::partition::{fnv1a64, PartitionCount, CONTROL_CHANNEL};
 use crate::Queue;
 
 /// A worker as it registers itself.
@@ -88,23 +98,51 @@ pub fn rendezvous_partitions(me: &str, workers: &[String], partitions: Partition
         .collect()
 }
 
+/// The live workers of a pool: registered, unexpired, and — when they recorded their
+/// LISTEN connection's backend — with that backend still connected.
+const LIVE_SQL: &str = "SELECT id FROM pgfleet.workers w \
+     WHERE pool = $1 AND expires_at > now() \
+       AND (listener_pid IS NULL \
+            OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.listener_pid)) \
+     ORDER BY id";
+
+/// The control-channel payload asking the workers of `pool` to rebalance now.
+pub fn rebalance_payload(pool: &str) -> String {
+    format!("rebalance:{pool}")
+}
+
 impl Queue {
-    /// Registers or heartbeats a worker, then rebalances its partition leases. Returns the
-    /// partitions it holds now (sorted).
-    ///
-    /// `ttl` is both the worker's and the leases' time to live; call this well within it
-    /// (a third of it is a good period).
+    /// The ids of the live workers of `pool`, sorted.
     ///
     /// # Errors
     /// [`crate::QueueError::Database`].
-    pub async fn rebalance(&self, me: &WorkerInfo, ttl: Duration) -> Result<Vec<i16>> {
-        let ttl_ms = ttl.as_millis() as f64;
+    pub async fn live_workers(&self, pool: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(LIVE_SQL)
+            .bind(pool)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Registers or heartbeats a worker (live for `ttl`), recording the backend pid of its
+    /// LISTEN connection when it has one. Returns the live workers of its pool, itself
+    /// included, sorted.
+    ///
+    /// # Errors
+    /// [`crate::QueueError::Database`].
+    pub async fn heartbeat(
+        &self,
+        me: &WorkerInfo,
+        listener_pid: Option<i32>,
+        ttl: Duration,
+    ) -> Result<Vec<String>> {
         let hostname = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
         sqlx::query(
-            "INSERT INTO pgfleet.workers (id, pool, hostname, pid, queues, concurrency, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond') \
+            "INSERT INTO pgfleet.workers \
+               (id, pool, hostname, pid, queues, concurrency, expires_at, listener_pid) \
+             VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond', $8) \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at, \
-             queues = EXCLUDED.queues, concurrency = EXCLUDED.concurrency",
+             queues = EXCLUDED.queues, concurrency = EXCLUDED.concurrency, \
+             listener_pid = EXCLUDED.listener_pid",
         )
         .bind(&me.id)
         .bind(&me.pool)
@@ -112,17 +150,35 @@ impl Queue {
         .bind(std::process::id() as i32)
         .bind(&me.queues)
         .bind(me.concurrency)
-        .bind(ttl_ms)
+        .bind(ttl.as_millis() as f64)
+        .bind(listener_pid)
         .execute(self.pool())
         .await?;
-        let live: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM pgfleet.workers WHERE pool = $1 AND expires_at > now() ORDER BY id",
-        )
-        .bind(&me.pool)
-        .fetch_all(self.pool())
-        .await?;
-        let mine = rendezvous_partitions(&me.id, &live, self.partitions());
-        let mut owned: Vec<i16> = sqlx::query_scalar(
+        let mut live = self.live_workers(&me.pool).await?;
+        if !live.contains(&me.id) {
+            // Our own listener backend may be reconnecting: we are alive all the same.
+            live.push(me.id.clone());
+            live.sort_unstable();
+        }
+        Ok(live)
+    }
+
+    /// Makes `me`'s partition leases match `desired`: releases the ones it holds outside it,
+    /// renews the ones it keeps, and takes those that are free, expired, or held by a worker
+    /// not in `live`. Call it after listening on `desired`. Returns the partitions `me`
+    /// holds now (sorted); a partition still held by another live worker is taken at a later
+    /// call, once that worker has released it.
+    ///
+    /// # Errors
+    /// [`crate::QueueError::Database`].
+    pub async fn sync_leases(
+        &self,
+        me: &WorkerInfo,
+        desired: &[i16],
+        live: &[String],
+        ttl: Duration,
+    ) -> Result<Vec<i16>> {
+        let mut held: Vec<i16> = sqlx::query_scalar(
             r#"
 WITH released AS (
     DELETE FROM pgfleet.partition_leases
@@ -134,22 +190,76 @@ ON CONFLICT (pool, partition) DO UPDATE
 SET worker_id = EXCLUDED.worker_id,
     expires_at = EXCLUDED.expires_at,
     acquired_at = CASE WHEN l.worker_id = EXCLUDED.worker_id THEN l.acquired_at ELSE now() END
-WHERE l.worker_id = EXCLUDED.worker_id OR l.expires_at < now()
+WHERE l.worker_id = EXCLUDED.worker_id OR l.expires_at < now() OR l.worker_id <> ALL($5::text[])
 RETURNING partition
 "#,
         )
         .bind(&me.pool)
         .bind(&me.id)
-        .bind(&mine)
-        .bind(ttl_ms)
+        .bind(desired)
+        .bind(ttl.as_millis() as f64)
+        .bind(live)
         .fetch_all(self.pool())
         .await?;
-        owned.sort_unstable();
-        Ok(owned)
+        held.sort_unstable();
+        Ok(held)
     }
 
-    /// Removes a worker and releases its partition leases (graceful shutdown), so others
-    /// take its partitions at their next rebalance instead of waiting for expiry.
+    /// Registers or heartbeats a worker, then rebalances its partition leases by rendezvous
+    /// hashing ([`Queue::heartbeat`] + [`rendezvous_partitions`] + [`Queue::sync_leases`]),
+    /// without a listener. Returns the partitions it holds now (sorted).
+    ///
+    /// # Errors
+    /// [`crate::QueueError::Database`].
+    pub async fn rebalance(&self, me: &WorkerInfo, ttl: Duration) -> Result<Vec<i16>> {
+        let live = self.heartbeat(me, None, ttl).await?;
+        let desired = rendezvous_partitions(&me.id, &live, self.partitions());
+        self.sync_leases(me, &desired, &live, ttl).await
+    }
+
+    /// Asks every worker of `pool` to rebalance now (a NOTIFY on the control channel).
+    ///
+    /// # Errors
+    /// [`crate::QueueError::Database`].
+    pub async fn request_rebalance(&self, pool: &str) -> Result<()> {
+        crate::notify::notify(self.pool(), CONTROL_CHANNEL, &rebalance_payload(pool)).await
+    }
+
+    /// Starts a graceful leave: `worker_id` is no longer live for the others (its leases can
+    /// be taken at once), and its pool is asked to rebalance. The worker keeps serving until
+    /// [`Queue::leases_held`] says the others took over, then calls [`Queue::deregister`].
+    ///
+    /// # Errors
+    /// [`crate::QueueError::Database`].
+    pub async fn leave(&self, worker_id: &str) -> Result<()> {
+        let pool: Option<String> = sqlx::query_scalar(
+            "UPDATE pgfleet.workers SET expires_at = now() WHERE id = $1 RETURNING pool",
+        )
+        .bind(worker_id)
+        .fetch_optional(self.pool())
+        .await?;
+        if let Some(pool) = pool {
+            self.request_rebalance(&pool).await?;
+        }
+        Ok(())
+    }
+
+    /// How many partition leases `worker_id` holds.
+    ///
+    /// # Errors
+    /// [`crate::QueueError::Database`].
+    pub async fn leases_held(&self, worker_id: &str) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT count(*) FROM pgfleet.partition_leases WHERE worker_id = $1",
+            )
+            .bind(worker_id)
+            .fetch_one(self.pool())
+            .await?,
+        )
+    }
+
+    /// Removes a worker and releases its partition leases (the end of a graceful stop).
     ///
     /// # Errors
     /// [`crate::QueueError::Database`].

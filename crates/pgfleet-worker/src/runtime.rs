@@ -1,31 +1,33 @@
 //! The worker runtime: one process serving a pool.
 //!
-//! Tasks, all stopped by the shutdown token:
-//! - **claim loop**: claims up to its free slots in one statement from the partitions it
-//!   owns, spawns one task per job, and sleeps until a wake-up, the backstop poll, or a
-//!   freed slot;
-//! - **ownership**: heartbeats the worker row and rebalances partition leases, adjusting
-//!   the listener's channels;
-//! - **wake-ups**: turns NOTIFY messages into claim-loop wake-ups and control messages
-//!   (cancel) into job cancellations;
-//! - **heartbeat**: extends the leases of long-running jobs and learns of cancellations;
+//! Tasks, all stopped at shutdown:
+//! - **feed** ([`crate::feed`]): claims jobs into a small leased buffer ahead of the slots
+//!   — first from the partitions the worker owns, then from the others' when slots are
+//!   left — and starts a job the moment a slot frees;
+//! - **membership** ([`crate::membership`]): heartbeats the worker row, listens on the
+//!   partitions it owns and records them as leases; hands them over at join and leave
+//!   without a moment where a partition has no listener;
+//! - **wake-ups**: turns NOTIFY messages into feed wake-ups and control messages (cancel,
+//!   resume, rebalance) into actions;
+//! - **heartbeat**: extends the leases of held jobs (running or buffered) and learns of
+//!   cancellations;
 //! - **maintenance**: rescuer and cleaner (one process at a time does the work).
 //!
-//! Shutdown: stop claiming, let in-flight jobs finish within the grace period, release the
-//! rest without spending an attempt, flush the completer, deregister.
+//! Shutdown: hand the partitions over (still claiming), stop claiming, release buffered
+//! jobs without spending an attempt, let in-flight jobs finish within the grace period,
+//! release the rest, flush the completer, deregister.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use pgfleet_queue::claim::ClaimRequest;
 use pgfleet_queue::completer::Completer;
 use pgfleet_queue::finalize::{Finished, Outcome};
 use pgfleet_queue::listener::{Listener, ListenerConfig, Message};
-use pgfleet_queue::ownership::WorkerInfo;
+use pgfleet_queue::ownership::rebalance_payload;
 use pgfleet_queue::partition::{channel, partition_of_channel, CONTROL_CHANNEL};
 use pgfleet_queue::{Job, Queue, QueueError};
 use sqlx::postgres::PgConnectOptions;
@@ -36,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WorkerConfig;
 use crate::handler::{Disposition, JobContext, Registry};
 use crate::health::Readiness;
+use crate::membership::Membership;
 use pgfleet_telemetry::Metrics;
 
 /// Why the worker stopped abnormally.
@@ -54,8 +57,12 @@ pub enum WorkerError {
 pub struct WorkerStats {
     /// Jobs claimed.
     pub claimed: AtomicU64,
+    /// Of those, jobs claimed from partitions another worker owns.
+    pub stolen: AtomicU64,
     /// Claim statements sent.
     pub claims: AtomicU64,
+    /// Jobs whose handler started.
+    pub started: AtomicU64,
     /// Attempts that succeeded.
     pub completed: AtomicU64,
     /// Attempts that failed and will be retried.
@@ -64,7 +71,7 @@ pub struct WorkerStats {
     pub discarded: AtomicU64,
     /// Attempts stopped by cancellation.
     pub cancelled: AtomicU64,
-    /// Attempts given back at shutdown.
+    /// Attempts given back at shutdown (running or still buffered).
     pub released: AtomicU64,
     /// Handlers that panicked.
     pub panicked: AtomicU64,
@@ -72,36 +79,45 @@ pub struct WorkerStats {
     pub wakeups: AtomicU64,
 }
 
-const STOP_NONE: u8 = 0;
-const STOP_SHUTDOWN: u8 = 1;
-const STOP_CANCEL: u8 = 2;
-const STOP_LOST: u8 = 3;
+pub(crate) const STOP_NONE: u8 = 0;
+pub(crate) const STOP_SHUTDOWN: u8 = 1;
+pub(crate) const STOP_CANCEL: u8 = 2;
+pub(crate) const STOP_LOST: u8 = 3;
 
-struct Running {
-    attempt: i32,
-    started: Instant,
-    cancel: CancellationToken,
-    reason: Arc<AtomicU8>,
+/// A job this worker holds: claimed, buffered or running.
+pub(crate) struct Held {
+    pub(crate) attempt: i32,
+    pub(crate) claimed: Instant,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) reason: Arc<AtomicU8>,
 }
 
-struct Shared {
-    queue: Queue,
-    config: WorkerConfig,
-    registry: Registry,
-    worker_id: Arc<str>,
-    slots: Arc<Semaphore>,
-    slot_freed: Notify,
-    wake: Notify,
-    running: Mutex<HashMap<i64, Running>>,
-    stats: Arc<WorkerStats>,
-    ready: Readiness,
-    metrics: Arc<Metrics>,
+pub(crate) struct Shared {
+    pub(crate) queue: Queue,
+    pub(crate) config: WorkerConfig,
+    pub(crate) registry: Registry,
+    pub(crate) worker_id: Arc<str>,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) slot_freed: Notify,
+    pub(crate) wake: Notify,
+    pub(crate) rebalance: Notify,
+    /// Every job held, buffered or running (the heartbeat extends their leases).
+    pub(crate) held: Mutex<HashMap<i64, Held>>,
+    /// Claimed jobs waiting for a slot, in claim order.
+    pub(crate) buffer: Mutex<VecDeque<Job>>,
+    /// Handlers running now.
+    pub(crate) in_flight: AtomicUsize,
+    /// Set at shutdown: buffered jobs are released, not started.
+    pub(crate) closing: AtomicBool,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) ready: Readiness,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Shared {
     fn stop_job(&self, id: i64, reason: u8) -> bool {
-        let running = self.running.lock().ok();
-        match running.as_ref().and_then(|r| r.get(&id)) {
+        let held = self.held.lock().ok();
+        match held.as_ref().and_then(|r| r.get(&id)) {
             Some(job) => {
                 job.reason.store(reason, Ordering::Relaxed);
                 job.cancel.cancel();
@@ -109,6 +125,11 @@ impl Shared {
             }
             None => false,
         }
+    }
+
+    /// Jobs claimed and waiting for a slot.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffer.lock().map(|b| b.len()).unwrap_or(0)
     }
 }
 
@@ -144,7 +165,11 @@ impl Worker {
             slots: Arc::new(Semaphore::new(config.concurrency)),
             slot_freed: Notify::new(),
             wake: Notify::new(),
-            running: Mutex::new(HashMap::new()),
+            rebalance: Notify::new(),
+            held: Mutex::new(HashMap::new()),
+            buffer: Mutex::new(VecDeque::new()),
+            in_flight: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
             stats: Arc::new(WorkerStats::default()),
             ready: Readiness::default(),
             metrics: Arc::new(Metrics::new("worker")),
@@ -190,21 +215,27 @@ impl Worker {
     /// [`WorkerError::Queue`] when the first registration fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let shared = self.shared;
-        let background = Background::start(&shared, self.connect).await?;
+        let mut background = Background::start(&shared, self.connect).await?;
         let cfg = &shared.config;
         tracing::info!(worker = %shared.worker_id, pool = %cfg.pool, queues = ?cfg.queues,
             concurrency = cfg.concurrency, partitions = ?*background.owned.borrow(),
             "worker started");
         let completer = Completer::spawn(shared.queue.clone(), cfg.id.clone(), cfg.completer);
         shared.ready.set(true);
-        claim_loop(
-            &shared,
+        let claims = CancellationToken::new();
+        let feed = tokio::spawn(crate::feed::claim_loop(
+            shared.clone(),
             background.owned.clone(),
             completer.sender(),
-            &shutdown,
-        )
-        .await;
+            claims.clone(),
+        ));
+        shutdown.cancelled().await;
+        // Hand the partitions over while still claiming, so no wake-up falls between us.
+        background.leave(&shared).await;
+        claims.cancel();
+        let _ = feed.await;
         shared.ready.set(false);
+        crate::feed::release_buffer(&shared, &completer.sender()).await;
         drain(&shared).await;
         completer.close().await;
         background.stop(&shared).await;
@@ -213,27 +244,22 @@ impl Worker {
     }
 }
 
-/// The worker's tasks besides the claim loop, and the partitions it owns.
+/// The worker's tasks besides the feed, and the partitions it owns.
 struct Background {
     owned: watch::Receiver<Vec<i16>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    membership: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
     stop: CancellationToken,
     listener: Option<Arc<Listener>>,
 }
 
 impl Background {
-    /// Registers the worker, takes its first partitions and starts the listener, the
-    /// wake-up dispatcher, the ownership loop, the heartbeat and maintenance.
+    /// Joins the pool (listening before registering), then starts the wake-up dispatcher,
+    /// the membership loop, the heartbeat and maintenance.
     async fn start(shared: &Arc<Shared>, connect: PgConnectOptions) -> Result<Self, WorkerError> {
         let cfg = &shared.config;
-        let info = WorkerInfo {
-            id: cfg.id.clone(),
-            pool: cfg.pool.clone(),
-            queues: cfg.queues.clone(),
-            concurrency: cfg.concurrency as i32,
-        };
         let initial = if cfg.own_partitions {
-            shared.queue.rebalance(&info, cfg.ownership_ttl).await?
+            crate::membership::planned_share(shared).await?
         } else {
             shared.queue.partitions().all()
         };
@@ -258,11 +284,13 @@ impl Background {
             )));
             Arc::new(listener)
         });
-        if cfg.own_partitions {
-            let l = listener.clone();
-            let task = ownership_loop(shared.clone(), info, owned_tx, l, stop.clone());
-            tasks.push(tokio::spawn(task));
-        }
+        let membership = if cfg.own_partitions {
+            let m = Membership::join(shared.clone(), owned_tx, listener.clone()).await?;
+            let stop = CancellationToken::new();
+            Some((tokio::spawn(m.run(stop.clone())), stop))
+        } else {
+            None
+        };
         tasks.push(tokio::spawn(heartbeat_loop(shared.clone(), stop.clone())));
         if cfg.maintenance {
             tasks.push(tokio::spawn(maintenance_loop(shared.clone(), stop.clone())));
@@ -270,12 +298,24 @@ impl Background {
         Ok(Self {
             owned,
             tasks,
+            membership,
             stop,
             listener,
         })
     }
 
-    /// Stops every task, closes the listener and deregisters (releasing partitions at once).
+    /// Leaves the pool: stops heartbeating, tells the others, and waits (within the handover
+    /// timeout) until they listen on our partitions. The caller is still claiming.
+    async fn leave(&mut self, shared: &Shared) {
+        let Some((task, stop)) = self.membership.take() else {
+            return;
+        };
+        stop.cancel();
+        let _ = task.await;
+        crate::membership::hand_over(shared).await;
+    }
+
+    /// Stops every task, closes the listener and deregisters.
     async fn stop(mut self, shared: &Shared) {
         self.stop.cancel();
         for t in self.tasks.drain(..) {
@@ -306,7 +346,7 @@ async fn drain(shared: &Shared) {
         return;
     }
     let ids: Vec<i64> = shared
-        .running
+        .held
         .lock()
         .map(|r| r.keys().copied().collect())
         .unwrap_or_default();
@@ -320,144 +360,22 @@ async fn drain(shared: &Shared) {
     let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all_slots)).await;
 }
 
-/// What the claim loop should do next.
-enum Next {
-    /// The claim filled every free slot: more is probably waiting.
-    Again,
-    /// Nothing more for now: sleep until a wake-up or the backstop poll.
-    Sleep,
-    /// The claim failed: back off this long.
-    Backoff(Duration),
-}
-
-async fn claim_loop(
-    shared: &Arc<Shared>,
-    owned: watch::Receiver<Vec<i16>>,
-    completer: mpsc::Sender<Finished>,
-    shutdown: &CancellationToken,
-) {
-    let cfg = &shared.config;
-    let mut poll = tokio::time::interval(cfg.poll_interval);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut errors = 0u32;
-    while !shutdown.is_cancelled() {
-        let free = shared.slots.available_permits();
-        if free == 0 {
-            tokio::select! {
-                _ = shared.slot_freed.notified() => continue,
-                _ = shutdown.cancelled() => break,
-            }
-        }
-        let partitions = owned.borrow().clone();
-        let next = claim_batch(shared, &partitions, free, &completer, &mut errors).await;
-        let pause = match next {
-            Next::Again => Some(cfg.fetch_cooldown),
-            Next::Backoff(d) => Some(d),
-            Next::Sleep => None,
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
-            _ = shared.wake.notified(), if pause.is_none() => {}
-            _ = poll.tick(), if pause.is_none() => {}
-            _ = shutdown.cancelled() => break,
-        }
-    }
-}
-
-/// One claim statement for up to `free` jobs; starts a task per claimed job.
-async fn claim_batch(
-    shared: &Arc<Shared>,
-    partitions: &[i16],
-    free: usize,
-    completer: &mpsc::Sender<Finished>,
-    errors: &mut u32,
-) -> Next {
-    let cfg = &shared.config;
-    let limit = free.min(cfg.max_claim);
-    let request = ClaimRequest {
-        queues: &cfg.queues,
-        order: &cfg.queue_order,
-        partitions: cfg.own_partitions.then_some(partitions),
-        limit,
-        worker_id: &shared.worker_id,
-        lease: cfg.lease,
-    };
-    let began = std::time::Instant::now();
-    let claimed = shared.queue.claim(&request).await;
-    shared
-        .metrics
-        .claim_duration
-        .observe(began.elapsed().as_secs_f64());
-    let jobs = match claimed {
-        Ok(jobs) => jobs,
-        Err(e) => {
-            *errors += 1;
-            tracing::warn!(error = %e, "claim failed");
-            return Next::Backoff(Duration::from_millis(100 * u64::from((*errors).min(50))));
-        }
-    };
-    *errors = 0;
-    let stats = &shared.stats;
-    stats.claims.fetch_add(1, Ordering::Relaxed);
-    stats
-        .claimed
-        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    let got = jobs.len();
-    let mut per_queue: HashMap<&str, usize> = HashMap::new();
-    for job in &jobs {
-        if let Some(q) = cfg.queues.iter().find(|q| **q == job.queue) {
-            *per_queue.entry(q.as_str()).or_default() += 1;
-        }
-    }
-    for (q, n) in &per_queue {
-        shared
-            .metrics
-            .jobs_claimed
-            .with_label_values(&[q])
-            .inc_by(*n as u64);
-    }
-    for job in jobs {
-        match shared.slots.clone().try_acquire_owned() {
-            Ok(permit) => start_job(shared, job, permit, completer.clone()),
-            Err(_) => {
-                // Cannot happen (only the claim loop takes slots); give the job back.
-                let release = Finished::new(job.id, job.attempt, Outcome::Release);
-                let _ = completer.send(release).await;
-            }
-        }
-    }
-    // More is probably waiting when the claim filled its slots, or when a queue filled its
-    // weighted share (another queue's unused share goes to the next claim).
-    let shares = cfg.queue_order.limits(cfg.queues.len(), limit);
-    let share_full = cfg.queues.iter().zip(&shares).any(|(q, &share)| {
-        share > 0 && per_queue.get(q.as_str()).copied().unwrap_or(0) >= share as usize
-    });
-    if got > 0 && (got == limit || share_full) {
-        Next::Again
-    } else {
-        Next::Sleep
-    }
-}
-
-fn start_job(
+/// Starts a held job's handler on a slot; when it ends, the outcome goes to the completer
+/// and the slot takes the next buffered job.
+pub(crate) fn start_job(
     shared: &Arc<Shared>,
     job: Job,
     permit: OwnedSemaphorePermit,
     completer: mpsc::Sender<Finished>,
 ) {
-    let cancel = CancellationToken::new();
-    let reason = Arc::new(AtomicU8::new(STOP_NONE));
-    if let Ok(mut running) = shared.running.lock() {
-        running.insert(
-            job.id,
-            Running {
-                attempt: job.attempt,
-                started: Instant::now(),
-                cancel: cancel.clone(),
-                reason: reason.clone(),
-            },
-        );
-    }
+    let (cancel, reason) = shared
+        .held
+        .lock()
+        .ok()
+        .and_then(|h| h.get(&job.id).map(|j| (j.cancel.clone(), j.reason.clone())))
+        .unwrap_or_else(|| (CancellationToken::new(), Arc::new(AtomicU8::new(STOP_NONE))));
+    shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    shared.stats.started.fetch_add(1, Ordering::Relaxed);
     let shared = shared.clone();
     let span = tracing::info_span!("job", otel.name = %format!("job {}", job.kind),
         job.id = job.id, job.queue = %job.queue, job.kind = %job.kind,
@@ -479,14 +397,16 @@ fn start_job(
                 .with_label_values(&[&queue, &kind, outcome_label(o)])
                 .inc();
         }
-        if let Ok(mut running) = shared.running.lock() {
-            running.remove(&id);
+        if let Ok(mut held) = shared.held.lock() {
+            held.remove(&id);
         }
         if let Some(outcome) = outcome {
             count(&shared.stats, &outcome);
             let _ = completer.send(Finished::new(id, attempt, outcome)).await;
         }
+        shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         drop(permit);
+        crate::feed::fill_slots(&shared, &completer);
         shared.slot_freed.notify_one();
     };
     tokio::spawn(tracing::Instrument::instrument(run, span));
@@ -590,11 +510,18 @@ async fn dispatch(
 ) {
     while let Some(msg) = messages.recv().await {
         let wake = match &msg {
-            Message::Resync => true,
+            Message::Resync => {
+                // A new listener backend: record its pid at once.
+                shared.rebalance.notify_one();
+                true
+            }
             Message::Notification { channel, payload } => {
                 if channel == CONTROL_CHANNEL {
                     if let Some(id) = payload.strip_prefix("cancel:").and_then(|s| s.parse().ok()) {
                         shared.stop_job(id, STOP_CANCEL);
+                    }
+                    if *payload == rebalance_payload(&shared.config.pool) {
+                        shared.rebalance.notify_one();
                     }
                     payload.starts_with("resume:")
                 } else {
@@ -609,51 +536,6 @@ async fn dispatch(
     }
 }
 
-async fn ownership_loop(
-    shared: Arc<Shared>,
-    info: WorkerInfo,
-    owned_tx: watch::Sender<Vec<i16>>,
-    listener: Option<Arc<Listener>>,
-    stop: CancellationToken,
-) {
-    let period = shared.config.ownership_ttl / 3;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = stop.cancelled() => return,
-        }
-        let now = match shared
-            .queue
-            .rebalance(&info, shared.config.ownership_ttl)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "partition rebalance failed");
-                continue;
-            }
-        };
-        let before = owned_tx.borrow().clone();
-        if now == before {
-            continue;
-        }
-        tracing::info!(worker = %shared.worker_id, partitions = ?now, "partition ownership changed");
-        if let Some(l) = &listener {
-            for p in now.iter().filter(|p| !before.contains(p)) {
-                let _ = l.subscribe(&channel(*p)).await;
-            }
-            for p in before.iter().filter(|p| !now.contains(p)) {
-                let _ = l.unsubscribe(&channel(*p)).await;
-            }
-        }
-        let gained = now.iter().any(|p| !before.contains(p));
-        let _ = owned_tx.send(now);
-        if gained {
-            shared.wake.notify_one();
-        }
-    }
-}
-
 async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let lease = shared.config.lease;
     let period = lease / 3;
@@ -663,11 +545,11 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         let due: Vec<(i64, i32)> = shared
-            .running
+            .held
             .lock()
             .map(|r| {
                 r.iter()
-                    .filter(|(_, j)| j.started.elapsed() >= period)
+                    .filter(|(_, j)| j.claimed.elapsed() >= period)
                     .map(|(id, j)| (*id, j.attempt))
                     .collect()
             })

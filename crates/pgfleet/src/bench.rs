@@ -37,6 +37,8 @@ pub enum Suite {
     Push,
     /// Throughput and dead tuples while a long transaction holds back the xmin horizon.
     LongTx,
+    /// Worker processes at 10 slots: jobs/s per fleet size, shares, join/leave latency.
+    Fleet,
 }
 
 /// `pgfleet bench`.
@@ -67,13 +69,13 @@ pub struct BenchArgs {
     url: Option<String>,
     /// Jobs for the burn-down and ceiling phases.
     #[arg(long, default_value_t = 100_000)]
-    jobs: usize,
+    pub jobs: usize,
     /// Worker slots for the burn-down.
     #[arg(long, default_value_t = 1000)]
     concurrency: usize,
     /// Enqueue rate of the latency phase (jobs/s).
     #[arg(long, default_value_t = 200)]
-    latency_rate: u32,
+    pub latency_rate: u32,
     /// Seconds of the latency phase.
     #[arg(long, default_value_t = 10)]
     latency_secs: u64,
@@ -83,6 +85,15 @@ pub struct BenchArgs {
     /// Concurrent callers in the enqueue phase.
     #[arg(long, default_value_t = 8)]
     enqueue_callers: usize,
+    /// Fleet sizes (worker processes) of the fleet suite.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,24")]
+    pub processes: Vec<usize>,
+    /// Slots per worker process (fleet suite, and the queue suite's multi-process burn-down).
+    #[arg(long, default_value_t = 10)]
+    pub slots: usize,
+    /// Seconds of the fleet suite's join/leave phase.
+    #[arg(long, default_value_t = 10)]
+    pub join_leave_secs: u64,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -122,8 +133,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
     let options = admin_opts.clone().database(&name);
+    let db_url = database_url(&admin, &name)?;
     let result = match args.suite {
-        Suite::Queue => bench(&args, options).await,
+        Suite::Queue => bench(&args, options, &db_url).await,
+        Suite::Fleet => crate::bench_fleet::bench_fleet(&args, options, &db_url).await,
         Suite::Ingest => bench_ingest(&args, options).await,
         Suite::Push => crate::bench_push::bench_push(&args, options).await,
         Suite::LongTx => crate::bench_long_tx::bench_long_tx(&args, options).await,
@@ -143,10 +156,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::bench_push::print_push(&report);
     } else if args.suite == Suite::LongTx {
         crate::bench_long_tx::print_long_tx(&report);
+    } else if args.suite == Suite::Fleet {
+        crate::bench_fleet::print_fleet(&report);
     } else {
         print_table(&report);
     }
     Ok(())
+}
+
+/// `admin` with its database replaced by `name` (for the worker processes a suite starts).
+fn database_url(admin: &str, name: &str) -> anyhow::Result<String> {
+    let mut url = url::Url::parse(admin).context("invalid database URL")?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
 }
 
 /// Progress on stderr.
@@ -154,7 +176,11 @@ pub fn progress(msg: &str) {
     eprintln!("[bench] {msg}");
 }
 
-async fn bench(args: &BenchArgs, options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
+async fn bench(
+    args: &BenchArgs,
+    options: PgConnectOptions,
+    url: &str,
+) -> anyhow::Result<serde_json::Value> {
     let pool = connect_pool(options.clone(), 20).await?;
     pgfleet_queue::migrate::migrate(&pool, None).await?;
     let queue = Queue::new(pool.clone()).await?;
@@ -180,6 +206,22 @@ async fn bench(args: &BenchArgs, options: PgConnectOptions) -> anyhow::Result<se
     progress(&format!(
         "  {burn:.0} jobs/s ({:.0} % of the ceiling)",
         100.0 * burn / ceiling
+    ));
+    progress(&format!(
+        "burn-down: {} noop jobs, 2 worker processes x {} slots",
+        args.jobs, args.slots
+    ));
+    let logs = std::env::temp_dir().join(format!("pgfleet-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
+    let fleet2 =
+        crate::bench_fleet::drain_with_processes(&queue, url, 2, args.slots, args.jobs, &logs)
+            .await?;
+    let _ = std::fs::remove_dir_all(&logs);
+    let burn2 = fleet2.jobs_per_sec;
+    progress(&format!(
+        "  {burn2:.0} jobs/s ({:.0} % of the {}-slot burn-down)",
+        100.0 * burn2 / burn,
+        args.concurrency
     ));
 
     // Let the burn-down's dead rows be vacuumed first: the latency phase measures a steady
@@ -221,6 +263,9 @@ async fn bench(args: &BenchArgs, options: PgConnectOptions) -> anyhow::Result<se
         "ceiling_jobs_per_sec": ceiling.round(),
         "burn_down_jobs_per_sec": burn.round(),
         "burn_down_vs_ceiling": (burn / ceiling * 1000.0).round() / 1000.0,
+        "burn_down_2_processes_jobs_per_sec": burn2.round(),
+        "burn_down_2_processes_slots": args.slots,
+        "burn_down_2_processes_vs_one": (burn2 / burn * 1000.0).round() / 1000.0,
         "latency_ms": {"p50": round2(lat[0]), "p95": round2(lat[1]), "p99": round2(lat[2]),
                        "rate": args.latency_rate, "samples": lat[3] as u64},
         "enqueue_jobs_per_sec": enq.round(),
@@ -323,7 +368,8 @@ pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-async fn fill(queue: &Queue, name: &str, n: usize) -> anyhow::Result<()> {
+/// Enqueues `n` no-op jobs into queue `name`, 10,000 per statement.
+pub(crate) async fn fill(queue: &Queue, name: &str, n: usize) -> anyhow::Result<()> {
     let job = NewJob::new(name, "noop");
     let mut done = 0;
     while done < n {
@@ -547,6 +593,13 @@ fn print_table(r: &serde_json::Value) {
         r["burn_down_jobs_per_sec"],
         r["burn_down_vs_ceiling"].as_f64().unwrap_or(0.0) * 100.0,
         r["ceiling_jobs_per_sec"]
+    );
+    println!(
+        "  burn-down 2x{:<3}  {:>10} jobs/s   ({:.0} % of the {}-slot burn-down)",
+        r["burn_down_2_processes_slots"],
+        r["burn_down_2_processes_jobs_per_sec"],
+        r["burn_down_2_processes_vs_one"].as_f64().unwrap_or(0.0) * 100.0,
+        r["concurrency"]
     );
     let l = &r["latency_ms"];
     println!(

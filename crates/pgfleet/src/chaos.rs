@@ -4,7 +4,8 @@
 //! processes (this binary), sends signed payment webhooks (re-sending unacknowledged ones, as
 //! a provider does), and meanwhile: SIGKILLs a random worker every few seconds and starts a
 //! new one, terminates the workers' NOTIFY listener connections, restarts PostgreSQL once, and
-//! restarts the gateway once. Then it waits for the backlog to drain and checks every
+//! restarts the gateway once; with `--churn-every-secs`, a worker also joins and the oldest
+//! leaves gracefully at that period. Then it waits for the backlog to drain and checks every
 //! acknowledged event against the ledger. Exits non-zero when anything was lost or
 //! duplicated, or a job is left running.
 
@@ -36,6 +37,10 @@ pub struct ChaosArgs {
     /// Seconds between worker kills.
     #[arg(long, default_value_t = 3)]
     kill_every_secs: u64,
+    /// Seconds between churn steps, in which a new worker joins and the oldest leaves
+    /// gracefully (SIGTERM), as a scaling fleet does; 0 turns churn off.
+    #[arg(long, default_value_t = 0)]
+    churn_every_secs: u64,
     /// Longest wait for the backlog to drain after sending, seconds.
     #[arg(long, default_value_t = 180)]
     drain_timeout_secs: u64,
@@ -288,14 +293,33 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         );
         let total = args.webhooks.max(1);
         let every = Duration::from_secs(args.kill_every_secs.max(1));
+        let churn = (args.churn_every_secs > 0).then(|| Duration::from_secs(args.churn_every_secs));
         let cluster = cluster.clone();
         tokio::spawn(async move {
             let mut log: Vec<String> = Vec::new();
             let (mut listeners_cut, mut pg_restarted, mut gateway_restarted) =
                 (false, false, false);
             let mut last_kill = Instant::now();
+            let mut last_churn = Instant::now();
+            let mut leaving: Vec<tokio::task::JoinHandle<()>> = Vec::new();
             while !done.is_cancelled() {
                 let progress = next.load(Ordering::Relaxed) * 100 / total;
+                if churn.is_some_and(|c| last_churn.elapsed() >= c) {
+                    last_churn = Instant::now();
+                    let old = workers.lock().ok().and_then(|mut w| {
+                        let fresh = env.worker().ok()?;
+                        w.push(fresh);
+                        (w.len() > 1).then(|| w.remove(0))
+                    });
+                    if let Some(mut old) = old {
+                        log.push(format!(
+                            "{progress:>3}% a worker joined; {} {} leaves (SIGTERM)",
+                            old.name,
+                            old.child.id()
+                        ));
+                        leaving.push(tokio::task::spawn_blocking(move || terminate(&mut old)));
+                    }
+                }
                 if last_kill.elapsed() >= every {
                     last_kill = Instant::now();
                     let killed = workers.lock().ok().and_then(|mut w| {
@@ -358,6 +382,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                     ));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            for l in leaving {
+                let _ = l.await;
             }
             log
         })
@@ -439,8 +466,17 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         "chaos": events,
     });
     println!(
-        "pgfleet chaos: {} webhooks, {} workers",
-        args.webhooks, args.workers
+        "pgfleet chaos: {} webhooks, {} workers{}",
+        args.webhooks,
+        args.workers,
+        if args.churn_every_secs > 0 {
+            format!(
+                ", one joining and one leaving every {} s",
+                args.churn_every_secs
+            )
+        } else {
+            String::new()
+        }
     );
     for (label, key) in [
         ("sent (requests)", "sent_attempts"),

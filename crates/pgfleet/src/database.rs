@@ -21,9 +21,9 @@ pub struct DbArgs {
         hide_env_values = true
     )]
     pub url: Option<String>,
-    /// Connection pool size.
-    #[arg(long, env = "PGFLEET_DB_POOL_SIZE", default_value_t = 10)]
-    pub pool_size: u32,
+    /// Connection pool size (default: 10; for `pgfleet worker`, 2 + one per 10 slots).
+    #[arg(long, env = "PGFLEET_DB_POOL_SIZE")]
+    pub pool_size: Option<u32>,
 }
 
 impl DbArgs {
@@ -61,12 +61,17 @@ impl DbArgs {
         url.parse().context("invalid database URL")
     }
 
+    /// The configured pool size, or `default`.
+    pub fn pool_size_or(&self, default: u32) -> u32 {
+        self.pool_size.unwrap_or(default).max(1)
+    }
+
     /// A pool on the database.
     ///
     /// # Errors
     /// When the database cannot be reached.
     pub async fn connect(&self) -> anyhow::Result<PgPool> {
-        connect_pool(self.options()?, self.pool_size).await
+        connect_pool(self.options()?, self.pool_size_or(10)).await
     }
 }
 

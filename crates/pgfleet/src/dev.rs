@@ -115,11 +115,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let options: sqlx::postgres::PgConnectOptions = url.parse().context("invalid database URL")?;
     // Two pools: the gateway's commits durably (acknowledged means committed); the
     // workers' uses asynchronous commit (a lost write there only means a re-run).
-    let pool = connect_pool(options.clone(), args.db.pool_size).await?;
+    let pool = connect_pool(options.clone(), args.db.pool_size_or(10)).await?;
     let partitions = pgfleet_queue::migrate::migrate(&pool, args.partitions).await?;
     let worker_pool = connect_pool(
         pgfleet_worker::worker_connect_options(options.clone()),
-        args.db.pool_size,
+        args.db.pool_size_or(10),
     )
     .await?;
     std::fs::create_dir_all(&args.data_dir)?;

@@ -6,6 +6,7 @@
 //! `PGFLEET_DATABASE_URL` or `DATABASE_URL`.
 
 mod bench;
+mod bench_fleet;
 mod bench_long_tx;
 mod bench_push;
 mod chaos;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pgfleet_queue::claim::QueueOrder;
+use pgfleet_queue::notify::NotifierConfig;
 use pgfleet_queue::Queue;
 use pgfleet_telemetry::Metrics;
 use pgfleet_worker::{Registry, Worker, WorkerConfig};
@@ -35,6 +36,13 @@ pub struct WorkerFlags {
     /// Concurrent job slots.
     #[arg(long, env = "PGFLEET_CONCURRENCY", default_value_t = 10)]
     pub concurrency: usize,
+    /// Most jobs claimed ahead of free slots (default: as many as the slots; how many are
+    /// held adapts to the job rate, so slow jobs are not hoarded; 0 turns it off).
+    #[arg(long, env = "PGFLEET_PREFETCH")]
+    pub prefetch: Option<usize>,
+    /// Serve only the partitions this worker owns (no help with the rest of the backlog).
+    #[arg(long, env = "PGFLEET_NO_STEAL")]
+    pub no_steal: bool,
     /// Job lease in seconds; a lost worker's jobs run again within about twice this.
     #[arg(long, env = "PGFLEET_LEASE_SECS", default_value_t = 15)]
     pub lease_secs: u64,
@@ -92,6 +100,8 @@ impl WorkerFlags {
         let mut c = WorkerConfig::new(&self.pool, queues);
         c.queue_order = order;
         c.concurrency = self.concurrency;
+        c.prefetch = self.prefetch.unwrap_or(self.concurrency);
+        c.steal = !self.no_steal;
         c.lease = Duration::from_secs(self.lease_secs.max(1));
         c.rescue_interval = (c.lease / 3).max(Duration::from_secs(1));
         c.ownership_ttl = Duration::from_secs(self.ownership_ttl_secs.max(1));
@@ -177,9 +187,13 @@ pub struct WorkerArgs {
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let options = args.db.options()?;
     let worker_options = pgfleet_worker::worker_connect_options(options.clone());
-    let pool = crate::database::connect_pool(worker_options, args.db.pool_size).await?;
+    let size = args
+        .db
+        .pool_size_or(pgfleet_worker::default_pool_size(args.worker.concurrency));
+    let pool = crate::database::connect_pool(worker_options, size).await?;
     pgfleet_queue::migrate::migrate(&pool, None).await?;
-    let queue = Queue::new(pool).await?;
+    // The worker's pool already commits asynchronously: the notifier shares it.
+    let queue = Queue::with_notifier(pool, NotifierConfig::shared_pool()).await?;
     let handlers = Handlers::from_flags(&args.vapid, &args.delivery)?;
     let metrics = Arc::new(Metrics::new("worker"));
     let worker = args.worker.build(&queue, options, &handlers, metrics)?;

@@ -44,6 +44,7 @@ fn pool(name: &str) -> WorkerPool {
                 },
             ],
             concurrency: 20,
+            pool_size: Some(5),
             replicas: None,
             min_replicas: 1,
             max_replicas: 8,
@@ -114,6 +115,7 @@ async fn reconcile_applies_the_deployment_patches_status_and_scales_with_events(
         args.starts_with("worker --pool emails --queues mail:3,sms:1 --concurrency 20"),
         "{args}"
     );
+    assert!(args.ends_with("--pool-size 5"), "spec.poolSize is passed: {args}");
     let env = c.env.clone().unwrap();
     let db_env = env
         .iter()

@@ -23,6 +23,7 @@ struct Ledger {
 /// failed ones run again only after their backoff.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_burn_down_twenty_thousand_jobs_with_failures() -> anyhow::Result<()> {
+    let _one = crate::fleet::FLEET.lock().await;
     let (db, queue) = setup().await?;
     let mut rng = rand::thread_rng();
     let jobs: Vec<NewJob> = (0..20_000)

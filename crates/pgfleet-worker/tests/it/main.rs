@@ -2,6 +2,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod burn_down;
+mod fleet;
 mod lifecycle;
 
 use std::time::Duration;

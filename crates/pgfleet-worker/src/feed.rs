@@ -1,0 +1,261 @@
+//! The feed: keeps a worker's slots busy.
+//!
+//! The claim loop claims into a small buffer ahead of the slots ([`crate::prefetch`]) and
+//! a slot that frees takes its next job from the buffer at once ([`fill_slots`]), so at the
+//! default 10 slots the worker is not bound by claim round trips. Claims look first in the
+//! partitions the worker owns (where its wake-ups come from, in order), then — when slots
+//! are left and stealing is on — in every partition, so replicas beyond the partition
+//! count, a hot partition and the tail of a burst are served by the whole fleet. A claim
+//! from the others' partitions that finds nothing is not repeated for `steal_interval`
+//! (the backstop poll always looks), so an idle fleet pays almost nothing for it.
+//!
+//! Buffered jobs are held like running ones: leased, extended by the heartbeat, rescued if
+//! the process dies, and released without spending an attempt at shutdown
+//! ([`release_buffer`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgfleet_queue::claim::ClaimRequest;
+use pgfleet_queue::finalize::{Finished, Outcome};
+use pgfleet_queue::{Job, QueueError};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::prefetch::{claim_size, Prefetch};
+use crate::runtime::{start_job, Held, Shared, STOP_NONE};
+
+/// Claims until `stop` is cancelled.
+pub(crate) async fn claim_loop(
+    shared: Arc<Shared>,
+    owned: watch::Receiver<Vec<i16>>,
+    completer: mpsc::Sender<Finished>,
+    stop: CancellationToken,
+) {
+    let cfg = &shared.config;
+    let mut poll = tokio::time::interval(cfg.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prefetch = Prefetch::new(cfg.prefetch);
+    let mut errors = 0u32;
+    let mut counted = (shared.stats.started.load(Ordering::Relaxed), Instant::now());
+    // The last claim came back short: nothing more until a wake-up or the poll.
+    let mut drained = false;
+    // A backstop poll looks everywhere, whatever the steal interval says.
+    let mut polled = true;
+    let mut steal_after: Option<Instant> = None;
+    while !stop.is_cancelled() {
+        let started = shared.stats.started.load(Ordering::Relaxed);
+        prefetch.observe_started(started - counted.0, counted.1.elapsed());
+        counted = (started, Instant::now());
+        let in_flight = shared.in_flight.load(Ordering::Relaxed);
+        let want = claim_size(
+            cfg.concurrency,
+            in_flight,
+            shared.buffered(),
+            prefetch.target(),
+        );
+        if let (false, Some(want)) = (drained, want) {
+            let steal_now = polled || steal_after.is_none_or(|t| Instant::now() >= t);
+            polled = false;
+            match claim(&shared, &owned, want, steal_now).await {
+                Ok(c) => {
+                    errors = 0;
+                    prefetch.observe_claim(c.rtt);
+                    if c.stole_nothing {
+                        steal_after = Some(Instant::now() + cfg.steal_interval);
+                    }
+                    drained = c.got < want.min(cfg.max_claim);
+                    accept(&shared, c.jobs, &completer);
+                }
+                Err(e) => {
+                    errors += 1;
+                    tracing::warn!(error = %e, "claim failed");
+                    let backoff = Duration::from_millis(100 * u64::from(errors.min(50)));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = shared.slot_freed.notified(), if !drained => {}
+            _ = shared.wake.notified() => drained = false,
+            _ = poll.tick() => {
+                drained = false;
+                polled = true;
+            }
+            _ = stop.cancelled() => break,
+        }
+    }
+}
+
+/// What one claim round brought.
+struct Claimed {
+    jobs: Vec<Job>,
+    got: usize,
+    rtt: Duration,
+    /// A claim from the others' partitions was made and found nothing.
+    stole_nothing: bool,
+}
+
+/// Claims up to `want` jobs: from the owned partitions first, then (when `steal_now`) from
+/// any partition for what is left.
+async fn claim(
+    shared: &Shared,
+    owned: &watch::Receiver<Vec<i16>>,
+    want: usize,
+    steal_now: bool,
+) -> Result<Claimed, QueueError> {
+    let cfg = &shared.config;
+    let limit = want.min(cfg.max_claim);
+    let mine = owned.borrow().clone();
+    let began = std::time::Instant::now();
+    let mut jobs = Vec::new();
+    let mut rtt = None;
+    if !cfg.own_partitions {
+        jobs = claim_from(shared, None, limit).await?;
+        rtt = Some(began.elapsed());
+    } else if !mine.is_empty() {
+        jobs = claim_from(shared, Some(&mine), limit).await?;
+        rtt = Some(began.elapsed());
+    }
+    let mut stole_nothing = false;
+    if cfg.own_partitions && cfg.steal && steal_now && jobs.len() < limit {
+        let t = std::time::Instant::now();
+        let stolen = claim_from(shared, None, limit - jobs.len()).await?;
+        rtt.get_or_insert(t.elapsed());
+        stole_nothing = stolen.is_empty();
+        let foreign = stolen
+            .iter()
+            .filter(|j| !mine.contains(&j.partition))
+            .count();
+        shared
+            .stats
+            .stolen
+            .fetch_add(foreign as u64, Ordering::Relaxed);
+        jobs.extend(stolen);
+    }
+    let got = jobs.len();
+    Ok(Claimed {
+        jobs,
+        got,
+        rtt: rtt.unwrap_or_default(),
+        stole_nothing,
+    })
+}
+
+/// One claim statement from `partitions` (`None`: all).
+async fn claim_from(
+    shared: &Shared,
+    partitions: Option<&[i16]>,
+    limit: usize,
+) -> Result<Vec<Job>, QueueError> {
+    let cfg = &shared.config;
+    let request = ClaimRequest {
+        queues: &cfg.queues,
+        order: &cfg.queue_order,
+        partitions,
+        limit,
+        worker_id: &shared.worker_id,
+        lease: cfg.lease,
+    };
+    let began = std::time::Instant::now();
+    let jobs = shared.queue.claim(&request).await?;
+    shared
+        .metrics
+        .claim_duration
+        .observe(began.elapsed().as_secs_f64());
+    let stats = &shared.stats;
+    stats.claims.fetch_add(1, Ordering::Relaxed);
+    stats
+        .claimed
+        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    let mut per_queue: HashMap<&str, u64> = HashMap::new();
+    for job in &jobs {
+        *per_queue.entry(job.queue.as_str()).or_default() += 1;
+    }
+    for (q, n) in per_queue {
+        if cfg.queues.iter().any(|c| c == q) {
+            shared
+                .metrics
+                .jobs_claimed
+                .with_label_values(&[q])
+                .inc_by(n);
+        }
+    }
+    Ok(jobs)
+}
+
+/// Holds claimed jobs (so the heartbeat keeps their leases) and hands them to free slots.
+fn accept(shared: &Arc<Shared>, jobs: Vec<Job>, completer: &mpsc::Sender<Finished>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    if let Ok(mut held) = shared.held.lock() {
+        for job in &jobs {
+            held.insert(
+                job.id,
+                Held {
+                    attempt: job.attempt,
+                    claimed: now,
+                    cancel: CancellationToken::new(),
+                    reason: Arc::new(AtomicU8::new(STOP_NONE)),
+                },
+            );
+        }
+    }
+    if let Ok(mut buffer) = shared.buffer.lock() {
+        buffer.extend(jobs);
+    }
+    fill_slots(shared, completer);
+}
+
+/// Starts buffered jobs on free slots until one or the other runs out.
+///
+/// Called after every push to the buffer and after every slot is freed. It re-checks the
+/// buffer after giving back a slot it could not use, so a job pushed concurrently is never
+/// left waiting beside a free slot.
+pub(crate) fn fill_slots(shared: &Arc<Shared>, completer: &mpsc::Sender<Finished>) {
+    loop {
+        if shared.closing.load(Ordering::Acquire) || shared.buffered() == 0 {
+            return;
+        }
+        let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+            return;
+        };
+        let next = shared.buffer.lock().ok().and_then(|mut b| b.pop_front());
+        match next {
+            Some(job) => start_job(shared, job, permit, completer.clone()),
+            None => drop(permit),
+        }
+    }
+}
+
+/// At shutdown: gives every buffered job back (available at once, attempt not spent).
+pub(crate) async fn release_buffer(shared: &Shared, completer: &mpsc::Sender<Finished>) {
+    shared.closing.store(true, Ordering::Release);
+    let jobs: Vec<Job> = shared
+        .buffer
+        .lock()
+        .map(|mut b| b.drain(..).collect())
+        .unwrap_or_default();
+    if jobs.is_empty() {
+        return;
+    }
+    tracing::info!(jobs = jobs.len(), "releasing jobs claimed ahead");
+    for job in jobs {
+        if let Ok(mut held) = shared.held.lock() {
+            held.remove(&job.id);
+        }
+        shared.stats.released.fetch_add(1, Ordering::Relaxed);
+        let _ = completer
+            .send(Finished::new(job.id, job.attempt, Outcome::Release))
+            .await;
+    }
+}
