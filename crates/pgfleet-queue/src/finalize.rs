@@ -166,16 +166,20 @@ SELECT (SELECT count(*) FROM fin) AS finalized, (SELECT count(*) FROM requeued) 
 );
 
 impl Queue {
-    /// Applies a batch of outcomes reported by worker `worker_id`, in one transaction of at
-    /// most two statements (completions; everything else). Outcomes whose job this worker
-    /// no longer holds are ignored: a completion must come from the worker that holds the
-    /// job; any other outcome must also match the attempt it claimed.
+    /// Applies a batch of outcomes reported by worker `worker_id` with at most two
+    /// statements (completions; everything else), each atomic on its own and sent without a
+    /// surrounding transaction: one round trip each, which matters at many small batches.
+    /// Outcomes whose job this worker no longer holds are ignored: a completion must come
+    /// from the worker that holds the job; any other outcome must also match the attempt it
+    /// claimed. So re-applying a batch whose first statement committed is harmless: what
+    /// was applied no longer matches.
     ///
     /// Both statements are sent unprepared so PostgreSQL plans them with the real array
     /// sizes instead of a generic plan that guesses ten rows.
     ///
     /// # Errors
-    /// [`crate::QueueError::Database`]; nothing is applied then.
+    /// [`crate::QueueError::Database`]; the failed statement applied nothing (an earlier one
+    /// may have), and the whole batch may be retried.
     pub async fn finalize(&self, worker_id: &str, batch: &[Finished]) -> Result<FinalizeCounts> {
         if batch.is_empty() {
             return Ok(FinalizeCounts::default());
@@ -190,13 +194,12 @@ impl Queue {
             .filter(|f| f.outcome != Outcome::Completed)
             .collect();
         let mut counts = FinalizeCounts::default();
-        let mut tx = self.pool().begin().await?;
         if !completed.is_empty() {
             let done = sqlx::query(COMPLETE_SQL)
                 .persistent(false)
                 .bind(&completed)
                 .bind(worker_id)
-                .execute(&mut *tx)
+                .execute(self.pool())
                 .await?;
             counts.finalized += done.rows_affected();
         }
@@ -229,12 +232,11 @@ impl Queue {
                 .bind(&codes)
                 .bind(&run_at)
                 .bind(&errors)
-                .fetch_one(&mut *tx)
+                .fetch_one(self.pool())
                 .await?;
             counts.finalized += row.try_get::<i64, _>("finalized")? as u64;
             counts.requeued += row.try_get::<i64, _>("requeued")? as u64;
         }
-        tx.commit().await?;
         Ok(counts)
     }
 }

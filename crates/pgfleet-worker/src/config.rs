@@ -25,7 +25,8 @@ pub struct WorkerConfig {
     /// Most jobs claimed ahead of free slots (a leased local buffer, so a slot that frees
     /// starts its next job without a round trip). How many are actually held ahead adapts
     /// to what the slots consume during two claim round trips, so slow jobs are not hoarded
-    /// ([`crate::prefetch`]). 0 turns claiming ahead off.
+    /// ([`crate::prefetch`]). 0 turns claiming ahead off. Default 4 × the slots: measured
+    /// in docs/benchmarks.md.
     pub prefetch: usize,
     /// Claim from partitions other workers own when the own ones leave slots free (work
     /// conservation: extra replicas, hot partitions and the tail of a burst are shared).
@@ -64,7 +65,8 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Production defaults: 10 slots with up to 10 jobs claimed ahead, 15 s leases rescued
+    /// Production defaults: 10 slots with up to 40 jobs claimed ahead (4 × the slots; how
+    /// many are held adapts, see [`crate::prefetch`]), 15 s leases rescued
     /// within 30 s, 1 s backstop poll, 10 s ownership TTL, rebalanced every second.
     pub fn new(pool: impl Into<String>, queues: Vec<String>) -> Self {
         let pool = pool.into();
@@ -81,7 +83,7 @@ impl WorkerConfig {
             queue_order: QueueOrder::ByPriority,
             concurrency: 10,
             max_claim: 1000,
-            prefetch: 10,
+            prefetch: 40,
             steal: true,
             steal_interval: Duration::from_millis(100),
             lease: Duration::from_secs(15),

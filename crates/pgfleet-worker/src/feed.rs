@@ -5,9 +5,12 @@
 //! default 10 slots the worker is not bound by claim round trips. Claims look first in the
 //! partitions the worker owns (where its wake-ups come from, in order), then — when slots
 //! are left and stealing is on — in every partition, so replicas beyond the partition
-//! count, a hot partition and the tail of a burst are served by the whole fleet. A claim
-//! from the others' partitions that finds nothing is not repeated for `steal_interval`
-//! (the backstop poll always looks), so an idle fleet pays almost nothing for it.
+//! count, a hot partition and the tail of a burst are served by the whole fleet. Once the
+//! owned partitions came back dry, the worker claims from all partitions in one statement
+//! (one round trip per claim, like an owner) until a wake-up says its own have work again.
+//! A claim from the others' partitions that finds nothing is not repeated for
+//! `steal_interval` (the backstop poll always looks), so an idle fleet pays almost nothing
+//! for it.
 //!
 //! Buffered jobs are held like running ones: leased, extended by the heartbeat, rescued if
 //! the process dies, and released without spending an attempt at shutdown
@@ -38,18 +41,30 @@ pub(crate) async fn claim_loop(
     let cfg = &shared.config;
     let mut poll = tokio::time::interval(cfg.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut prefetch = Prefetch::new(cfg.prefetch);
+    let mut prefetch = Prefetch::new(cfg.concurrency, cfg.prefetch);
     let mut errors = 0u32;
     let mut counted = (shared.stats.started.load(Ordering::Relaxed), Instant::now());
+    let mut finished = (0u64, 0u64);
     // The last claim came back short: nothing more until a wake-up or the poll.
     let mut drained = false;
     // A backstop poll looks everywhere, whatever the steal interval says.
     let mut polled = true;
     let mut steal_after: Option<Instant> = None;
+    // The owned partitions came back dry: claim everywhere in one statement.
+    let mut own_dry = false;
     while !stop.is_cancelled() {
         let started = shared.stats.started.load(Ordering::Relaxed);
         prefetch.observe_started(started - counted.0, counted.1.elapsed());
         counted = (started, Instant::now());
+        let now_finished = (
+            shared.ran.load(Ordering::Relaxed),
+            shared.busy_nanos.load(Ordering::Relaxed),
+        );
+        prefetch.observe_finished(
+            now_finished.0 - finished.0,
+            Duration::from_nanos(now_finished.1 - finished.1),
+        );
+        finished = now_finished;
         let in_flight = shared.in_flight.load(Ordering::Relaxed);
         let want = claim_size(
             cfg.concurrency,
@@ -60,9 +75,10 @@ pub(crate) async fn claim_loop(
         if let (false, Some(want)) = (drained, want) {
             let steal_now = polled || steal_after.is_none_or(|t| Instant::now() >= t);
             polled = false;
-            match claim(&shared, &owned, want, steal_now).await {
+            match claim(&shared, &owned, want, steal_now, own_dry).await {
                 Ok(c) => {
                     errors = 0;
+                    own_dry = c.own_dry;
                     prefetch.observe_claim(c.rtt);
                     if c.stole_nothing {
                         steal_after = Some(Instant::now() + cfg.steal_interval);
@@ -84,7 +100,10 @@ pub(crate) async fn claim_loop(
         }
         tokio::select! {
             _ = shared.slot_freed.notified(), if !drained => {}
-            _ = shared.wake.notified() => drained = false,
+            _ = shared.wake.notified() => {
+                drained = false;
+                own_dry = false;
+            }
             _ = poll.tick() => {
                 drained = false;
                 polled = true;
@@ -101,15 +120,20 @@ struct Claimed {
     rtt: Duration,
     /// A claim from the others' partitions was made and found nothing.
     stole_nothing: bool,
+    /// The owned partitions had fewer jobs than asked (or were not looked at because they
+    /// were dry before).
+    own_dry: bool,
 }
 
 /// Claims up to `want` jobs: from the owned partitions first, then (when `steal_now`) from
-/// any partition for what is left.
+/// any partition for what is left — or, when the owned ones were dry last time, from any
+/// partition at once.
 async fn claim(
     shared: &Shared,
     owned: &watch::Receiver<Vec<i16>>,
     want: usize,
     steal_now: bool,
+    own_dry: bool,
 ) -> Result<Claimed, QueueError> {
     let cfg = &shared.config;
     let limit = want.min(cfg.max_claim);
@@ -117,15 +141,18 @@ async fn claim(
     let began = std::time::Instant::now();
     let mut jobs = Vec::new();
     let mut rtt = None;
+    let stealing = cfg.own_partitions && cfg.steal && steal_now;
+    let skip_own = stealing && (own_dry || mine.is_empty());
     if !cfg.own_partitions {
         jobs = claim_from(shared, None, limit).await?;
         rtt = Some(began.elapsed());
-    } else if !mine.is_empty() {
+    } else if !skip_own && !mine.is_empty() {
         jobs = claim_from(shared, Some(&mine), limit).await?;
         rtt = Some(began.elapsed());
     }
+    let own_dry = cfg.own_partitions && (skip_own || jobs.len() < limit);
     let mut stole_nothing = false;
-    if cfg.own_partitions && cfg.steal && steal_now && jobs.len() < limit {
+    if stealing && jobs.len() < limit {
         let t = std::time::Instant::now();
         let stolen = claim_from(shared, None, limit - jobs.len()).await?;
         rtt.get_or_insert(t.elapsed());
@@ -146,6 +173,7 @@ async fn claim(
         got,
         rtt: rtt.unwrap_or_default(),
         stole_nothing,
+        own_dry,
     })
 }
 

@@ -8,11 +8,14 @@
 //! stay small: a job waiting in one busy worker's buffer is a job an idle worker cannot
 //! take.
 //!
-//! The rule: hold what the slots consume during two claim round trips, at most
-//! [`crate::WorkerConfig::prefetch`]. Short jobs at a high rate get the whole buffer; slow
-//! jobs (a consumption of a few per second) get none, so nothing is hoarded behind a
-//! long-running handler. The inputs are measured: the start rate and the claim round trip
-//! are smoothed with an exponential moving average.
+//! The rule: hold what the slots consumed during two claim round trips (the measured start
+//! rate), or what they would consume during one if all were busy (slots × round trip ÷ mean
+//! job time), whichever is more, at most [`crate::WorkerConfig::prefetch`]. The second term
+//! says that a buffered job waits less for its slot than a claim would take, so holding it
+//! costs nobody anything; it keeps claims batched on a worker that is not saturated (many
+//! replicas sharing one backlog). Slow jobs get nothing held ahead, so nothing is hoarded
+//! behind a long-running handler. The inputs are measured and smoothed with an exponential
+//! moving average.
 
 use std::time::Duration;
 
@@ -27,22 +30,39 @@ const MIN_WINDOW: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct Prefetch {
     cap: usize,
+    slots: usize,
     rate: f64,
     rtt: f64,
+    job_time: Option<f64>,
     window: Duration,
     window_jobs: u64,
 }
 
 impl Prefetch {
-    /// An estimator holding at most `cap` jobs ahead; it starts at 0 and learns.
-    pub fn new(cap: usize) -> Self {
+    /// An estimator for `slots` slots holding at most `cap` jobs ahead; it starts at 0 and
+    /// learns.
+    pub fn new(slots: usize, cap: usize) -> Self {
         Self {
             cap,
+            slots,
             rate: 0.0,
             rtt: 0.0,
+            job_time: None,
             window: Duration::ZERO,
             window_jobs: 0,
         }
+    }
+
+    /// Records that `jobs` handlers finished, having run for `busy` in all.
+    pub fn observe_finished(&mut self, jobs: u64, busy: Duration) {
+        if jobs == 0 {
+            return;
+        }
+        let x = busy.as_secs_f64() / jobs as f64;
+        self.job_time = Some(match self.job_time {
+            None => x,
+            Some(t) => ALPHA * x + (1.0 - ALPHA) * t,
+        });
     }
 
     /// Records one claim statement's round trip.
@@ -70,14 +90,30 @@ impl Prefetch {
 
     /// Jobs to hold beyond the free slots now.
     pub fn target(&self) -> usize {
-        target(self.rate, self.rtt, self.cap)
+        let by_rate = target(self.rate, self.rtt, self.cap);
+        let by_wait = self
+            .job_time
+            .map_or(0, |t| target_by_job_time(self.slots, t, self.rtt, self.cap));
+        by_rate.max(by_wait)
     }
 }
 
-/// What the slots consume in two claim round trips (`rate` jobs/s, `rtt` seconds), rounded
+/// What the slots consumed in two claim round trips (`rate` jobs/s, `rtt` seconds), rounded
 /// down and capped at `cap`.
 pub fn target(rate: f64, rtt: f64, cap: usize) -> usize {
-    let want = rate * 2.0 * rtt;
+    capped(rate * 2.0 * rtt, cap)
+}
+
+/// What `slots` busy slots with jobs of `job_time` seconds consume in one claim round trip
+/// of `rtt` seconds, rounded down and capped at `cap`.
+pub fn target_by_job_time(slots: usize, job_time: f64, rtt: f64, cap: usize) -> usize {
+    if job_time <= 0.0 {
+        return if rtt > 0.0 { cap } else { 0 };
+    }
+    capped(slots as f64 * rtt / job_time, cap)
+}
+
+fn capped(want: f64, cap: usize) -> usize {
     if !want.is_finite() || want <= 0.0 {
         return 0;
     }
@@ -162,8 +198,31 @@ mod tests {
     }
 
     #[test]
+    fn short_jobs_fill_the_buffer_even_at_a_low_rate() {
+        // 10 slots, 2 ms claims: 0.1 ms jobs would drain 200 per round trip.
+        assert_eq!(target_by_job_time(10, 0.0001, 0.002, 10), 10);
+        // 20 ms jobs: 1 per round trip.
+        assert_eq!(target_by_job_time(10, 0.02, 0.002, 10), 1);
+        // 1 s jobs: nothing held ahead.
+        assert_eq!(target_by_job_time(10, 1.0, 0.002, 10), 0);
+        assert_eq!(
+            target_by_job_time(10, 0.0, 0.0, 10),
+            0,
+            "no claim measured yet"
+        );
+        let mut p = Prefetch::new(10, 10);
+        p.observe_claim(Duration::from_millis(2));
+        p.observe_started(10, Duration::from_secs(1)); // 10 jobs/s: the rate says 0
+        assert_eq!(p.target(), 0);
+        p.observe_finished(10, Duration::from_micros(500)); // 50 µs each
+        assert_eq!(p.target(), 10);
+        p.observe_finished(10, Duration::from_secs(30)); // now 3 s each (average 1.5 s)
+        assert_eq!(p.target(), 0);
+    }
+
+    #[test]
     fn the_estimator_learns_and_forgets() {
-        let mut p = Prefetch::new(10);
+        let mut p = Prefetch::new(10, 10);
         assert_eq!(p.target(), 0, "nothing is known at first");
         p.observe_claim(Duration::from_millis(2));
         for _ in 0..6 {
@@ -178,7 +237,7 @@ mod tests {
 
     #[test]
     fn short_windows_accumulate() {
-        let mut p = Prefetch::new(50);
+        let mut p = Prefetch::new(10, 50);
         p.observe_claim(Duration::from_millis(5));
         for _ in 0..4 {
             p.observe_started(100, Duration::from_millis(10));

@@ -107,6 +107,9 @@ pub(crate) struct Shared {
     pub(crate) buffer: Mutex<VecDeque<Job>>,
     /// Handlers running now.
     pub(crate) in_flight: AtomicUsize,
+    /// Handlers finished, and their total run time in nanoseconds (for the prefetch).
+    pub(crate) ran: AtomicU64,
+    pub(crate) busy_nanos: AtomicU64,
     /// Set at shutdown: buffered jobs are released, not started.
     pub(crate) closing: AtomicBool,
     pub(crate) stats: Arc<WorkerStats>,
@@ -169,6 +172,8 @@ impl Worker {
             held: Mutex::new(HashMap::new()),
             buffer: Mutex::new(VecDeque::new()),
             in_flight: AtomicUsize::new(0),
+            ran: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             stats: Arc::new(WorkerStats::default()),
             ready: Readiness::default(),
@@ -388,6 +393,10 @@ pub(crate) fn start_job(
         let (queue, kind) = (job.queue.clone(), job.kind.clone());
         let began = std::time::Instant::now();
         let outcome = execute(&shared, job, cancel, &reason).await;
+        shared
+            .busy_nanos
+            .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        shared.ran.fetch_add(1, Ordering::Relaxed);
         let m = &shared.metrics;
         m.job_duration
             .with_label_values(&[&queue, &kind])

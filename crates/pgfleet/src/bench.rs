@@ -211,7 +211,7 @@ async fn bench(
         "burn-down: {} noop jobs, 2 worker processes x {} slots",
         args.jobs, args.slots
     ));
-    let logs = std::env::temp_dir().join(format!("pgfleet-bench-{}", std::process::id()));
+    let logs = std::env::temp_dir().join(format!("pgfleet-bench-logs-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
     let fleet2 =
         crate::bench_fleet::drain_with_processes(&queue, url, 2, args.slots, args.jobs, &logs)

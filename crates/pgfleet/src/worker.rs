@@ -36,8 +36,8 @@ pub struct WorkerFlags {
     /// Concurrent job slots.
     #[arg(long, env = "PGFLEET_CONCURRENCY", default_value_t = 10)]
     pub concurrency: usize,
-    /// Most jobs claimed ahead of free slots (default: as many as the slots; how many are
-    /// held adapts to the job rate, so slow jobs are not hoarded; 0 turns it off).
+    /// Most jobs claimed ahead of free slots (default: 4 × the slots; how many are held
+    /// adapts to the job rate and time, so slow jobs are not hoarded; 0 turns it off).
     #[arg(long, env = "PGFLEET_PREFETCH")]
     pub prefetch: Option<usize>,
     /// Serve only the partitions this worker owns (no help with the rest of the backlog).
@@ -100,7 +100,7 @@ impl WorkerFlags {
         let mut c = WorkerConfig::new(&self.pool, queues);
         c.queue_order = order;
         c.concurrency = self.concurrency;
-        c.prefetch = self.prefetch.unwrap_or(self.concurrency);
+        c.prefetch = self.prefetch.unwrap_or(4 * self.concurrency);
         c.steal = !self.no_steal;
         c.lease = Duration::from_secs(self.lease_secs.max(1));
         c.rescue_interval = (c.lease / 3).max(Duration::from_secs(1));

@@ -115,7 +115,10 @@ async fn reconcile_applies_the_deployment_patches_status_and_scales_with_events(
         args.starts_with("worker --pool emails --queues mail:3,sms:1 --concurrency 20"),
         "{args}"
     );
-    assert!(args.ends_with("--pool-size 5"), "spec.poolSize is passed: {args}");
+    assert!(
+        args.ends_with("--pool-size 5"),
+        "spec.poolSize is passed: {args}"
+    );
     let env = c.env.clone().unwrap();
     let db_env = env
         .iter()

@@ -118,12 +118,15 @@ async fn bench_reports_every_number_with_its_baseline() -> anyhow::Result<()> {
     let v: Value = serde_json::from_str(stdout(&out).trim())?;
     for key in [
         "burn_down_jobs_per_sec",
+        "burn_down_2_processes_jobs_per_sec",
+        "burn_down_2_processes_vs_one",
         "ceiling_jobs_per_sec",
         "enqueue_jobs_per_sec",
         "raw_insert_per_sec",
     ] {
         assert!(v[key].as_f64().unwrap_or(0.0) > 0.0, "{key} in {v}");
     }
+    assert_eq!(v["burn_down_2_processes_slots"], 10, "the default slots");
     for p in ["p50", "p95", "p99"] {
         assert!(
             v["latency_ms"][p].as_f64().unwrap_or(0.0) > 0.0,
@@ -133,6 +136,62 @@ async fn bench_reports_every_number_with_its_baseline() -> anyhow::Result<()> {
     assert_eq!(v["latency_ms"]["samples"], 100);
     assert!(v["notifications_sent"].as_u64().unwrap_or(0) > 0);
     assert!(stderr(&out).contains("[bench]"), "progress goes to stderr");
+    Ok(())
+}
+
+/// `pgfleet bench fleet` starts worker processes of this binary: every fleet size drains
+/// the whole backlog exactly once (the command fails otherwise), shares are fractions, and
+/// the join/leave phase serves every job.
+#[tokio::test]
+async fn bench_fleet_reports_rates_shares_and_join_leave_latency() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let out = pgfleet(
+        &db.url,
+        &[
+            "bench",
+            "fleet",
+            "--jobs",
+            "3000",
+            "--processes",
+            "1,3",
+            "--latency-rate",
+            "100",
+            "--join-leave-secs",
+            "3",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim())?;
+    assert!(
+        v["ceiling_jobs_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+        "{v}"
+    );
+    let fleet = v["fleet"].as_array().cloned().unwrap_or_default();
+    assert_eq!(fleet.len(), 2, "{v}");
+    assert_eq!(fleet[0]["processes"], 1);
+    assert_eq!(
+        fleet[0]["min_share"], 1.0,
+        "one process ran everything: {v}"
+    );
+    assert_eq!(fleet[1]["processes"], 3);
+    for run in &fleet {
+        assert!(run["jobs_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
+        let (min, max) = (
+            run["min_share"].as_f64().unwrap_or(-1.0),
+            run["max_share"].as_f64().unwrap_or(-1.0),
+        );
+        assert!(0.0 <= min && min <= max && max <= 1.0, "{v}");
+    }
+    let jl = &v["join_leave"];
+    assert_eq!(
+        jl["jobs"], 300,
+        "every job of the join/leave phase ran: {v}"
+    );
+    for key in ["p50_ms", "p99_ms", "max_ms"] {
+        assert!(jl[key].as_f64().unwrap_or(-1.0) >= 0.0, "{key} in {v}");
+    }
+    assert!(stdout(&out).contains("\"fleet\""));
     Ok(())
 }
 
