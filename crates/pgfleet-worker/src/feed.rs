@@ -13,15 +13,15 @@
 //! for it.
 //!
 //! Buffered jobs are held like running ones: leased, extended by the heartbeat, rescued if
-//! the process dies, and released without spending an attempt at shutdown
-//! ([`release_buffer`]).
+//! the process dies; at shutdown they run within the grace period, and what is left when it
+//! ends is released without spending an attempt ([`release_buffer`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgfleet_queue::claim::ClaimRequest;
+use pgfleet_queue::claim::{ClaimRequest, QueueOrder};
 use pgfleet_queue::finalize::{Finished, Outcome};
 use pgfleet_queue::{Job, QueueError};
 use tokio::sync::{mpsc, watch};
@@ -83,7 +83,12 @@ pub(crate) async fn claim_loop(
                     if c.stole_nothing {
                         steal_after = Some(Instant::now() + cfg.steal_interval);
                     }
-                    drained = c.got < want.min(cfg.max_claim);
+                    drained = is_drained(
+                        &cfg.queues,
+                        &cfg.queue_order,
+                        want.min(cfg.max_claim),
+                        &c.jobs,
+                    );
                     accept(&shared, c.jobs, &completer);
                 }
                 Err(e) => {
@@ -113,10 +118,22 @@ pub(crate) async fn claim_loop(
     }
 }
 
+/// Whether a claim of `limit` jobs that brought `jobs` says the queues are drained for now:
+/// it came back short and no queue filled its share of it (a weighted queue that filled its
+/// share probably has more, and the next claim gives it another share).
+fn is_drained(queues: &[String], order: &QueueOrder, limit: usize, jobs: &[Job]) -> bool {
+    if jobs.len() >= limit {
+        return false;
+    }
+    let shares = order.limits(queues.len(), limit);
+    !queues.iter().zip(&shares).any(|(q, &share)| {
+        share > 0 && jobs.iter().filter(|j| j.queue == *q).count() >= share as usize
+    })
+}
+
 /// What one claim round brought.
 struct Claimed {
     jobs: Vec<Job>,
-    got: usize,
     rtt: Duration,
     /// A claim from the others' partitions was made and found nothing.
     stole_nothing: bool,
@@ -167,10 +184,8 @@ async fn claim(
             .fetch_add(foreign as u64, Ordering::Relaxed);
         jobs.extend(stolen);
     }
-    let got = jobs.len();
     Ok(Claimed {
         jobs,
-        got,
         rtt: rtt.unwrap_or_default(),
         stole_nothing,
         own_dry,
@@ -265,7 +280,8 @@ pub(crate) fn fill_slots(shared: &Arc<Shared>, completer: &mpsc::Sender<Finished
     }
 }
 
-/// At shutdown: gives every buffered job back (available at once, attempt not spent).
+/// At the end of the grace period: gives every job still buffered back (available at once,
+/// attempt not spent) and starts no more.
 pub(crate) async fn release_buffer(shared: &Shared, completer: &mpsc::Sender<Finished>) {
     shared.closing.store(true, Ordering::Release);
     let jobs: Vec<Job> = shared
@@ -285,5 +301,50 @@ pub(crate) async fn release_buffer(shared: &Shared, completer: &mpsc::Sender<Fin
         let _ = completer
             .send(Finished::new(job.id, job.attempt, Outcome::Release))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(queue: &str) -> Job {
+        Job {
+            id: 1,
+            queue: queue.into(),
+            kind: "k".into(),
+            partition: 0,
+            priority: 1,
+            state: pgfleet_queue::JobState::Running,
+            payload: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            attempt: 1,
+            max_attempts: 20,
+            run_at: chrono::Utc::now(),
+            attempted_at: None,
+            attempted_by: None,
+            lease_until: None,
+            errors: serde_json::json!([]),
+            unique_key: None,
+            created_at: chrono::Utc::now(),
+            finalized_at: None,
+        }
+    }
+
+    #[test]
+    fn a_filled_weighted_share_is_not_drained() {
+        let queues: Vec<String> = ["high", "default", "low"].map(String::from).to_vec();
+        let weighted = QueueOrder::Weighted(vec![6, 3, 1]);
+        // 20 asked: shares 12 / 6 / 2. Only `default` has work, and it filled its 6.
+        let six = vec![job("default"); 6];
+        assert!(!is_drained(&queues, &weighted, 20, &six));
+        // 5 of `default` is short of its share: drained.
+        assert!(is_drained(&queues, &weighted, 20, &six[..5]));
+        assert!(
+            !is_drained(&queues, &QueueOrder::ByPriority, 6, &six),
+            "full"
+        );
+        assert!(is_drained(&queues, &QueueOrder::ByPriority, 20, &six));
+        assert!(is_drained(&queues, &QueueOrder::ByPriority, 20, &[]));
     }
 }

@@ -13,9 +13,9 @@
 //!   cancellations;
 //! - **maintenance**: rescuer and cleaner (one process at a time does the work).
 //!
-//! Shutdown: hand the partitions over (still claiming), stop claiming, release buffered
-//! jobs without spending an attempt, let in-flight jobs finish within the grace period,
-//! release the rest, flush the completer, deregister.
+//! Shutdown: hand the partitions over (still claiming), stop claiming, let in-flight and
+//! buffered jobs finish within the grace period, release the rest without spending an
+//! attempt, flush the completer, deregister.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -240,8 +240,7 @@ impl Worker {
         claims.cancel();
         let _ = feed.await;
         shared.ready.set(false);
-        crate::feed::release_buffer(&shared, &completer.sender()).await;
-        drain(&shared).await;
+        drain(&shared, &completer.sender()).await;
         completer.close().await;
         background.stop(&shared).await;
         tracing::info!(worker = %shared.worker_id, "worker stopped");
@@ -338,16 +337,24 @@ impl Background {
     }
 }
 
-/// Lets in-flight jobs finish within the grace period, then stops the rest, which report
-/// `Release` (the attempt is not spent).
-async fn drain(shared: &Shared) {
+/// Lets in-flight and buffered jobs finish within the grace period (the buffer is small by
+/// design: a few claim round trips of work), then releases what is still buffered and
+/// stops the rest, which report `Release` (the attempt is not spent).
+async fn drain(shared: &Arc<Shared>, completer: &mpsc::Sender<Finished>) {
+    let deadline = Instant::now() + shared.config.shutdown_grace;
+    while shared.buffered() > 0 || shared.in_flight.load(Ordering::Relaxed) > 0 {
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::select! {
+            _ = shared.slot_freed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+    crate::feed::release_buffer(shared, completer).await;
     let slots = shared.slots.clone();
     let all_slots = shared.config.concurrency as u32;
-    let grace = shared.config.shutdown_grace;
-    if tokio::time::timeout(grace, slots.acquire_many(all_slots))
-        .await
-        .is_ok()
-    {
+    if slots.available_permits() == all_slots as usize {
         return;
     }
     let ids: Vec<i64> = shared

@@ -172,6 +172,14 @@ pub struct WorkerArgs {
     /// Address of the health port (`/healthz`, `/readyz`); empty to disable.
     #[arg(long, env = "PGFLEET_HEALTH_ADDR", default_value = "127.0.0.1:9464")]
     health_addr: String,
+    /// A direct PostgreSQL URL for the LISTEN connection, when the database URL goes through
+    /// a transaction-pooling PgBouncer (LISTEN needs a session of its own).
+    #[arg(
+        long = "listen-database-url",
+        env = "PGFLEET_LISTEN_DATABASE_URL",
+        hide_env_values = true
+    )]
+    listen_url: Option<String>,
     #[command(flatten)]
     worker: WorkerFlags,
     #[command(flatten)]
@@ -196,7 +204,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let queue = Queue::with_notifier(pool, NotifierConfig::shared_pool()).await?;
     let handlers = Handlers::from_flags(&args.vapid, &args.delivery)?;
     let metrics = Arc::new(Metrics::new("worker"));
-    let worker = args.worker.build(&queue, options, &handlers, metrics)?;
+    let listen_options = match args.listen_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(u) => u.parse().context("invalid listen database URL")?,
+        None => options,
+    };
+    let worker = args
+        .worker
+        .build(&queue, listen_options, &handlers, metrics)?;
     let stop = crate::shutdown_on_signal();
     if !args.health_addr.is_empty() {
         let listener = tokio::net::TcpListener::bind(&args.health_addr)

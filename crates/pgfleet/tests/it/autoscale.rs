@@ -87,10 +87,15 @@ async fn a_local_pool_scales_up_under_a_burst_drains_and_scales_down() -> anyhow
         },
     )
     .await?;
-    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.workers WHERE pool = 'burst'")
-        .fetch_one(&db)
-        .await?;
-    assert!(live >= 4, "4 workers registered, {live} seen");
+    // A worker registers once its LISTEN connection is up (it listens before it joins).
+    eventually("4 workers registered", Duration::from_secs(10), || async {
+        let live: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pgfleet.workers WHERE pool = 'burst'")
+                .fetch_one(&db)
+                .await?;
+        Ok((live >= 4).then_some(()))
+    })
+    .await?;
     let status = std::process::Command::new(BIN)
         .args(["status"])
         .env("PGFLEET_DATABASE_URL", url.trim())
