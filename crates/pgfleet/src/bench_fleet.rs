@@ -63,23 +63,12 @@ impl WorkerProc {
 
     /// SIGTERM; returns at once (the process hands over and drains on its own).
     fn terminate(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        crate::chaos::sigterm(&self.child);
     }
 
     /// SIGTERM and wait for the exit (at most 30 s, then SIGKILL).
     fn stop(mut self) {
-        self.terminate();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::chaos::sigterm_and_wait(&mut self.child, Duration::from_secs(30));
     }
 }
 
@@ -335,13 +324,14 @@ async fn join_leave(
     clear_finished(&pool).await?;
     let mut procs = std::collections::VecDeque::new();
     let mut spawned = 0;
-    for _ in 0..4 {
-        procs.push_back(WorkerProc::spawn(
-            url,
-            args.slots,
-            logs.join(format!("jl-{spawned}.log")),
-        )?);
+    let mut join = |procs: &mut std::collections::VecDeque<WorkerProc>| -> anyhow::Result<()> {
+        let log = logs.join(format!("jl-{spawned}.log"));
         spawned += 1;
+        procs.push_back(WorkerProc::spawn(url, args.slots, log)?);
+        Ok(())
+    };
+    for _ in 0..4 {
+        join(&mut procs)?;
     }
     wait_registered(&pool, 4).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -357,12 +347,7 @@ async fn join_leave(
         queue.enqueue(NewJob::new(QUEUE, "noop")).await?;
         if last_churn.elapsed() >= Duration::from_secs(2) {
             last_churn = Instant::now();
-            procs.push_back(WorkerProc::spawn(
-                url,
-                args.slots,
-                logs.join(format!("jl-{spawned}.log")),
-            )?);
-            spawned += 1;
+            join(&mut procs)?;
             if let Some(old) = procs.pop_front() {
                 old.terminate();
                 stopping.push(old);

@@ -142,17 +142,28 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
 }
 
 fn terminate(p: &mut Proc) {
+    sigterm_and_wait(&mut p.child, Duration::from_secs(20));
+}
+
+/// Sends SIGTERM to `child`.
+pub fn sigterm(child: &Child) {
     let _ = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
+}
+
+/// SIGTERM, then waits up to `timeout` for the exit before a SIGKILL (blocking).
+pub fn sigterm_and_wait(child: &mut Child, timeout: Duration) {
+    sigterm(child);
+    let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = p.child.try_wait() {
+        if let Ok(Some(_)) = child.try_wait() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = p.child.kill();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[derive(Default)]

@@ -33,6 +33,15 @@ async fn a_signed_payment_is_stored_once_processed_and_recorded_in_the_ledger() 
         (amount, currency.as_str(), user.as_deref()),
         (1999, "EUR", Some("user-7"))
     );
+    // The event is marked done inside the job's transaction; the job's completion is
+    // recorded a moment later by the worker's completer.
+    eventually("job finished", Duration::from_secs(10), || async {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs")
+            .fetch_one(&g.db.pool)
+            .await?;
+        Ok((left == 0).then_some(()))
+    })
+    .await?;
     // A redelivery: 200 with the stored event, nothing written.
     let before = counts(&g).await?;
     let jobs_before: i64 = sqlx::query_scalar("SELECT count(*) FROM pgfleet.jobs_finished")

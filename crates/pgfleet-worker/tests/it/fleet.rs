@@ -57,6 +57,27 @@ async fn remaining(db: &TestDb) -> anyhow::Result<i64> {
         .await?)
 }
 
+/// Waits for the backlog to drain, stops the workers; what each completed, and how many
+/// jobs were stolen in all.
+async fn drain_and_stop(db: &TestDb, workers: Vec<Running>) -> anyhow::Result<(Vec<u64>, u64)> {
+    eventually("the backlog drains", Duration::from_secs(60), || async {
+        Ok((remaining(db).await? == 0).then_some(()))
+    })
+    .await?;
+    let ran = workers
+        .iter()
+        .map(|w| w.stats.completed.load(Ordering::Relaxed))
+        .collect();
+    let stolen = workers
+        .iter()
+        .map(|w| w.stats.stolen.load(Ordering::Relaxed))
+        .sum();
+    for w in workers {
+        w.stop().await?;
+    }
+    Ok((ran, stolen))
+}
+
 /// Every job completed exactly once, on its first attempt.
 async fn all_completed_once(db: &TestDb, n: i64) -> anyhow::Result<()> {
     let (done, retried): (i64, i64) = sqlx::query_as(
@@ -93,21 +114,7 @@ async fn twenty_four_workers_on_sixteen_partitions_all_run_jobs() -> anyhow::Res
     for chunk in jobs.chunks(4000) {
         queue.enqueue_many(chunk).await?;
     }
-    eventually("the backlog drains", Duration::from_secs(60), || async {
-        Ok((remaining(&db).await? == 0).then_some(()))
-    })
-    .await?;
-    let ran: Vec<u64> = workers
-        .iter()
-        .map(|w| w.stats.completed.load(Ordering::Relaxed))
-        .collect();
-    let stolen: u64 = workers
-        .iter()
-        .map(|w| w.stats.stolen.load(Ordering::Relaxed))
-        .sum();
-    for w in workers {
-        w.stop().await?;
-    }
+    let (ran, stolen) = drain_and_stop(&db, workers).await?;
     assert!(ran.iter().all(|&r| r > 0), "every worker ran jobs: {ran:?}");
     assert!(stolen > 0, "workers without partitions took others' jobs");
     all_completed_once(&db, n as i64).await?;
@@ -148,17 +155,7 @@ async fn a_hot_partition_is_drained_by_every_worker() -> anyhow::Result<()> {
         .fetch_one(&db.pool)
         .await?;
     assert_eq!(partitions, 1, "the whole backlog is in one partition");
-    eventually("the backlog drains", Duration::from_secs(60), || async {
-        Ok((remaining(&db).await? == 0).then_some(()))
-    })
-    .await?;
-    let ran: Vec<u64> = workers
-        .iter()
-        .map(|w| w.stats.completed.load(Ordering::Relaxed))
-        .collect();
-    for w in workers {
-        w.stop().await?;
-    }
+    let (ran, _) = drain_and_stop(&db, workers).await?;
     let floor = n as u64 / 10;
     assert!(
         ran.iter().all(|&r| r >= floor),
