@@ -42,29 +42,13 @@ pub(crate) async fn claim_loop(
     let mut poll = tokio::time::interval(cfg.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prefetch = Prefetch::new(cfg.concurrency, cfg.prefetch);
-    let mut errors = 0u32;
-    let mut counted = (shared.stats.started.load(Ordering::Relaxed), Instant::now());
-    let mut finished = (0u64, 0u64);
-    // The last claim came back short: nothing more until a wake-up or the poll.
-    let mut drained = false;
-    // A backstop poll looks everywhere, whatever the steal interval says.
-    let mut polled = true;
-    let mut steal_after: Option<Instant> = None;
-    // The owned partitions came back dry: claim everywhere in one statement.
-    let mut own_dry = false;
+    let mut meter = Meter::new(&shared);
+    let mut state = FeedState {
+        polled: true,
+        ..FeedState::default()
+    };
     while !stop.is_cancelled() {
-        let started = shared.stats.started.load(Ordering::Relaxed);
-        prefetch.observe_started(started - counted.0, counted.1.elapsed());
-        counted = (started, Instant::now());
-        let now_finished = (
-            shared.ran.load(Ordering::Relaxed),
-            shared.busy_nanos.load(Ordering::Relaxed),
-        );
-        prefetch.observe_finished(
-            now_finished.0 - finished.0,
-            Duration::from_nanos(now_finished.1 - finished.1),
-        );
-        finished = now_finished;
+        meter.update(&shared, &mut prefetch);
         let in_flight = shared.in_flight.load(Ordering::Relaxed);
         let want = claim_size(
             cfg.concurrency,
@@ -72,49 +56,109 @@ pub(crate) async fn claim_loop(
             shared.buffered(),
             prefetch.target(),
         );
-        if let (false, Some(want)) = (drained, want) {
-            let steal_now = polled || steal_after.is_none_or(|t| Instant::now() >= t);
-            polled = false;
-            match claim(&shared, &owned, want, steal_now, own_dry).await {
-                Ok(c) => {
-                    errors = 0;
-                    own_dry = c.own_dry;
-                    prefetch.observe_claim(c.rtt);
-                    if c.stole_nothing {
-                        steal_after = Some(Instant::now() + cfg.steal_interval);
-                    }
-                    drained = is_drained(
-                        &cfg.queues,
-                        &cfg.queue_order,
-                        want.min(cfg.max_claim),
-                        &c.jobs,
-                    );
-                    accept(&shared, c.jobs, &completer);
-                }
-                Err(e) => {
-                    errors += 1;
-                    tracing::warn!(error = %e, "claim failed");
-                    let backoff = Duration::from_millis(100 * u64::from(errors.min(50)));
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => break,
-                    }
+        if let (false, Some(want)) = (state.drained, want) {
+            let round = state.claim_round(&shared, &owned, want, &mut prefetch, &completer);
+            if let Some(backoff) = round.await {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => break,
                 }
             }
             continue;
         }
         tokio::select! {
-            _ = shared.slot_freed.notified(), if !drained => {}
+            _ = shared.slot_freed.notified(), if !state.drained => {}
             _ = shared.wake.notified() => {
-                drained = false;
-                own_dry = false;
+                state.drained = false;
+                state.own_dry = false;
             }
             _ = poll.tick() => {
-                drained = false;
-                polled = true;
+                state.drained = false;
+                state.polled = true;
             }
             _ = stop.cancelled() => break,
         }
+    }
+}
+
+/// What the claim loop remembers between claims.
+#[derive(Debug, Default)]
+struct FeedState {
+    /// The last claim came back short: nothing more until a wake-up or the poll.
+    drained: bool,
+    /// A backstop poll looks everywhere, whatever the steal interval says.
+    polled: bool,
+    /// No stealing before this (a steal found nothing).
+    steal_after: Option<Instant>,
+    /// The owned partitions came back dry: claim everywhere in one statement.
+    own_dry: bool,
+    /// Claims failed in a row.
+    errors: u32,
+}
+
+impl FeedState {
+    /// One claim of up to `want` jobs, handed to the slots; on failure, how long to back off.
+    async fn claim_round(
+        &mut self,
+        shared: &Arc<Shared>,
+        owned: &watch::Receiver<Vec<i16>>,
+        want: usize,
+        prefetch: &mut Prefetch,
+        completer: &mpsc::Sender<Finished>,
+    ) -> Option<Duration> {
+        let cfg = &shared.config;
+        let steal_now = self.polled || self.steal_after.is_none_or(|t| Instant::now() >= t);
+        self.polled = false;
+        match claim(shared, owned, want, steal_now, self.own_dry).await {
+            Ok(c) => {
+                self.errors = 0;
+                self.own_dry = c.own_dry;
+                prefetch.observe_claim(c.rtt);
+                if c.stole_nothing {
+                    self.steal_after = Some(Instant::now() + cfg.steal_interval);
+                }
+                let limit = want.min(cfg.max_claim);
+                self.drained = is_drained(&cfg.queues, &cfg.queue_order, limit, &c.jobs);
+                accept(shared, c.jobs, completer);
+                None
+            }
+            Err(e) => {
+                self.errors += 1;
+                tracing::warn!(error = %e, "claim failed");
+                Some(Duration::from_millis(100 * u64::from(self.errors.min(50))))
+            }
+        }
+    }
+}
+
+/// Feeds the prefetch estimator from the worker's counters: jobs started, and handlers
+/// finished with their run time.
+struct Meter {
+    started: u64,
+    at: Instant,
+    ran: u64,
+    busy_nanos: u64,
+}
+
+impl Meter {
+    fn new(shared: &Shared) -> Self {
+        Self {
+            started: shared.stats.started.load(Ordering::Relaxed),
+            at: Instant::now(),
+            ran: shared.ran.load(Ordering::Relaxed),
+            busy_nanos: shared.busy_nanos.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Hands what happened since the last call to `prefetch`.
+    fn update(&mut self, shared: &Shared, prefetch: &mut Prefetch) {
+        let now = Self::new(shared);
+        prefetch.observe_started(now.started - self.started, now.at - self.at);
+        prefetch.observe_finished(
+            now.ran - self.ran,
+            Duration::from_nanos(now.busy_nanos - self.busy_nanos),
+        );
+        *self = now;
     }
 }
 
