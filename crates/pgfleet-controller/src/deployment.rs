@@ -23,13 +23,24 @@ pub const POOL_LABEL: &str = "pgfleet.dev/pool";
 /// The worker's health and metrics port.
 pub const HEALTH_PORT: i32 = 9464;
 
-/// The worker's command line for `pool` (named `name`).
-fn worker_args(pool: &WorkerPool, name: &str) -> Vec<String> {
+/// The pool's identity in PostgreSQL (`namespace/name`): the workers' `--pool`, their
+/// membership and partition leases, and the controller's reports. Two pools of the same name
+/// in different namespaces are different pools.
+pub fn identity(pool: &WorkerPool) -> String {
+    format!(
+        "{}/{}",
+        pool.namespace().unwrap_or_default(),
+        pool.name_any()
+    )
+}
+
+/// The worker's command line for `pool`.
+fn worker_args(pool: &WorkerPool) -> Vec<String> {
     let spec = &pool.spec;
     let mut args = vec![
         "worker".into(),
         "--pool".into(),
-        name.to_owned(),
+        identity(pool),
         "--queues".into(),
         queues_arg(pool),
         "--concurrency".into(),
@@ -123,7 +134,7 @@ pub fn build(pool: &WorkerPool, replicas: i32) -> Deployment {
                 .clone()
                 .unwrap_or_else(|| "IfNotPresent".into()),
         ),
-        args: Some(worker_args(pool, &name)),
+        args: Some(worker_args(pool)),
         env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("health".into()),

@@ -109,7 +109,7 @@ pub async fn reconcile(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Actio
     let ns = pool.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<WorkerPool> = Api::namespaced(ctx.client.clone(), &ns);
     let started = std::time::Instant::now();
-    let key = format!("{ns}/{}", pool.name_any());
+    let key = deployment::identity(&pool);
     let result = finalizer(&api, FINALIZER, pool, |event| async {
         match event {
             Finalizer::Apply(p) => apply(&p, &ctx, &ns).await,
@@ -141,22 +141,21 @@ pub fn error_policy(pool: Arc<WorkerPool>, error: &Error, _ctx: Arc<Context>) ->
 }
 
 async fn cleanup(pool: &WorkerPool, ctx: &Context) -> Result<Action, Error> {
-    let name = pool.name_any();
-    match ctx.observer.queue().release_pool(&name).await {
+    let key = deployment::identity(pool);
+    match ctx.observer.queue().release_pool(&key).await {
         Ok(n) => {
-            tracing::info!(pool = %name, released = n, "pool deleted: partition leases released")
+            tracing::info!(pool = %key, released = n, "pool deleted: partition leases released")
         }
         // The leases expire on their own within the ownership TTL; do not block deletion.
-        Err(e) => tracing::warn!(pool = %name, error = %e, "could not release partition leases"),
+        Err(e) => tracing::warn!(pool = %key, error = %e, "could not release partition leases"),
     }
-    let key = format!("{}/{name}", pool.namespace().unwrap_or_default());
     let _ = crate::report::forget(ctx.observer.queue().pool(), &key).await;
     Ok(Action::await_change())
 }
 
 async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Error> {
     let name = pool.name_any();
-    let key = format!("{ns}/{name}");
+    let key = deployment::identity(pool);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let existing = deployments.get_opt(&deployment::name(&name)).await?;
     let current = existing

@@ -112,7 +112,7 @@ async fn reconcile_applies_the_deployment_patches_status_and_scales_with_events(
     assert_eq!(c.image.as_deref(), Some("ghcr.io/pgfleet/pgfleet:test"));
     let args = c.args.clone().unwrap().join(" ");
     assert!(
-        args.starts_with("worker --pool emails --queues mail:3,sms:1 --concurrency 20"),
+        args.starts_with("worker --pool jobs/emails --queues mail:3,sms:1 --concurrency 20"),
         "{args}"
     );
     assert!(
@@ -323,8 +323,10 @@ async fn deleting_a_pool_releases_its_partition_leases() -> anyhow::Result<()> {
     let (db, queue) = pgfleet_testkit::migrated().await?;
     sqlx::query(
         "INSERT INTO pgfleet.partition_leases (pool, partition, worker_id, expires_at) \
-         VALUES ('emails', 0, 'w1', now() + interval '1 hour'), ('emails', 1, 'w1', now() + interval '1 hour'), \
-                ('other', 0, 'w2', now() + interval '1 hour')",
+         VALUES ('jobs/emails', 0, 'w1', now() + interval '1 hour'), \
+                ('jobs/emails', 1, 'w1', now() + interval '1 hour'), \
+                ('other', 0, 'w2', now() + interval '1 hour'), \
+                ('staging/emails', 0, 'w3', now() + interval '1 hour')",
     )
     .execute(&db.pool)
     .await?;
@@ -348,10 +350,15 @@ async fn deleting_a_pool_releases_its_partition_leases() -> anyhow::Result<()> {
     );
     let pools: Api<WorkerPool> = Api::namespaced(client.clone(), "jobs");
     reconcile(Arc::new(pools.get("emails").await?), ctx.clone()).await?;
-    let left: Vec<String> = sqlx::query_scalar("SELECT pool FROM pgfleet.partition_leases")
-        .fetch_all(&db.pool)
-        .await?;
-    assert_eq!(left, ["other"]);
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT pool FROM pgfleet.partition_leases ORDER BY pool")
+            .fetch_all(&db.pool)
+            .await?;
+    assert_eq!(
+        left,
+        ["other", "staging/emails"],
+        "only this namespace's pool is released, not a namesake in another"
+    );
     let p = pools.get("emails").await?;
     assert_eq!(
         p.finalizers(),
