@@ -14,7 +14,7 @@ pub use tracing_init::{
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, 0.5 ms to 30 s.
@@ -36,6 +36,11 @@ pub struct Metrics {
     pub claim_duration: Histogram,
     /// Jobs claimed by queue.
     pub jobs_claimed: IntCounterVec,
+    /// Of the jobs claimed, those taken from partitions another worker owns (work
+    /// conservation: replicas past the partition count, hot partitions, a burst's tail).
+    pub jobs_stolen: IntCounterVec,
+    /// Jobs claimed ahead of free slots and waiting for one (the leased local buffer).
+    pub jobs_claimed_ahead: IntGauge,
     /// NOTIFY listener reconnections.
     pub listener_reconnects: IntCounter,
     /// Jobs by queue, partition and state (available, scheduled, retryable, running).
@@ -136,6 +141,19 @@ impl Metrics {
             job_duration: histogram(&r, "pgfleet_job_duration_seconds", "Handler run time.", &["queue", "kind"]),
             claim_duration: register(&r, Histogram::with_opts(claim_opts)),
             jobs_claimed: counter(&r, "pgfleet_jobs_claimed_total", "Jobs claimed.", &["queue"]),
+            jobs_stolen: counter(
+                &r,
+                "pgfleet_jobs_stolen_total",
+                "Jobs claimed from partitions another worker owns.",
+                &["queue"],
+            ),
+            jobs_claimed_ahead: register(
+                &r,
+                IntGauge::new(
+                    "pgfleet_jobs_claimed_ahead",
+                    "Jobs claimed ahead of free slots, waiting for one.",
+                ),
+            ),
             listener_reconnects: register(
                 &r,
                 IntCounter::new("pgfleet_listener_reconnects_total", "NOTIFY listener reconnections."),

@@ -218,14 +218,7 @@ async fn claim(
         let stolen = claim_from(shared, None, limit - jobs.len()).await?;
         rtt.get_or_insert(t.elapsed());
         stole_nothing = stolen.is_empty();
-        let foreign = stolen
-            .iter()
-            .filter(|j| !mine.contains(&j.partition))
-            .count();
-        shared
-            .stats
-            .stolen
-            .fetch_add(foreign as u64, Ordering::Relaxed);
+        count_stolen(shared, &stolen, &mine);
         jobs.extend(stolen);
     }
     Ok(Claimed {
@@ -234,6 +227,20 @@ async fn claim(
         stole_nothing,
         own_dry,
     })
+}
+
+/// Counts the jobs of `stolen` that lie outside the owned partitions `mine`.
+fn count_stolen(shared: &Shared, stolen: &[Job], mine: &[i16]) {
+    let mut per_queue: HashMap<&str, u64> = HashMap::new();
+    for job in stolen.iter().filter(|j| !mine.contains(&j.partition)) {
+        *per_queue.entry(job.queue.as_str()).or_default() += 1;
+    }
+    for (q, n) in per_queue {
+        shared.stats.stolen.fetch_add(n, Ordering::Relaxed);
+        if shared.config.queues.iter().any(|c| c == q) {
+            shared.metrics.jobs_stolen.with_label_values(&[q]).inc_by(n);
+        }
+    }
 }
 
 /// One claim statement from `partitions` (`None`: all).
@@ -297,8 +304,10 @@ fn accept(shared: &Arc<Shared>, jobs: Vec<Job>, completer: &mpsc::Sender<Finishe
             );
         }
     }
+    let n = jobs.len() as i64;
     if let Ok(mut buffer) = shared.buffer.lock() {
         buffer.extend(jobs);
+        shared.metrics.jobs_claimed_ahead.add(n);
     }
     fill_slots(shared, completer);
 }
@@ -318,7 +327,10 @@ pub(crate) fn fill_slots(shared: &Arc<Shared>, completer: &mpsc::Sender<Finished
         };
         let next = shared.buffer.lock().ok().and_then(|mut b| b.pop_front());
         match next {
-            Some(job) => start_job(shared, job, permit, completer.clone()),
+            Some(job) => {
+                shared.metrics.jobs_claimed_ahead.dec();
+                start_job(shared, job, permit, completer.clone());
+            }
             None => drop(permit),
         }
     }
@@ -336,6 +348,7 @@ pub(crate) async fn release_buffer(shared: &Shared, completer: &mpsc::Sender<Fin
     if jobs.is_empty() {
         return;
     }
+    shared.metrics.jobs_claimed_ahead.sub(jobs.len() as i64);
     tracing::info!(jobs = jobs.len(), "releasing jobs claimed ahead");
     for job in jobs {
         if let Ok(mut held) = shared.held.lock() {

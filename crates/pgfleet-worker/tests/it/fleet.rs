@@ -17,6 +17,10 @@ use crate::{setup, Running};
 /// Held by the tests that load the machine, so latency tests do not measure a neighbour.
 pub static FLEET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The metrics of every worker these tests started (scraped by the 24-worker test).
+static METRICS: std::sync::Mutex<Vec<std::sync::Arc<pgfleet_telemetry::Metrics>>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// Production defaults (10 slots, 1 s poll) with quick ownership and a short handover.
 fn config() -> WorkerConfig {
     let mut c = WorkerConfig::new("fleet", vec!["q".into()]);
@@ -35,6 +39,10 @@ async fn start(db: &TestDb, config: WorkerConfig, registry: Registry) -> anyhow:
     )
     .await?;
     let worker = Worker::new(queue, db.options.clone(), config, registry)?;
+    METRICS
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .push(worker.metrics());
     let stats = worker.stats();
     let stop = CancellationToken::new();
     let task = tokio::spawn(worker.run(stop.clone()));
@@ -95,6 +103,10 @@ async fn all_completed_once(db: &TestDb, n: i64) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_four_workers_on_sixteen_partitions_all_run_jobs() -> anyhow::Result<()> {
     let _one = FLEET.lock().await;
+    METRICS
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clear();
     let (db, queue) = setup().await?;
     let mut workers = Vec::new();
     for _ in 0..24 {
@@ -117,6 +129,31 @@ async fn twenty_four_workers_on_sixteen_partitions_all_run_jobs() -> anyhow::Res
     let (ran, stolen) = drain_and_stop(&db, workers).await?;
     assert!(ran.iter().all(|&r| r > 0), "every worker ran jobs: {ran:?}");
     assert!(stolen > 0, "workers without partitions took others' jobs");
+    // What operators see: stolen jobs counted, and nothing left claimed ahead.
+    let texts: Vec<String> = METRICS
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .drain(..)
+        .map(|m| m.render())
+        .collect();
+    let series = |name: &str| -> f64 {
+        texts
+            .iter()
+            .flat_map(|t| t.lines())
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        series("pgfleet_jobs_stolen_total") as u64,
+        stolen,
+        "the metric"
+    );
+    assert_eq!(
+        series("pgfleet_jobs_claimed_ahead"),
+        0.0,
+        "the buffer is empty"
+    );
     all_completed_once(&db, n as i64).await?;
     Ok(())
 }
