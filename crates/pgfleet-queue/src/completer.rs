@@ -34,7 +34,7 @@ impl Default for CompleterConfig {
     fn default() -> Self {
         Self {
             max_batch: 2000,
-            linger: Duration::from_millis(5),
+            linger: Duration::from_millis(1),
             capacity: 2000,
             max_retries: 20,
         }

@@ -130,12 +130,17 @@ async fn a_message_is_retried_after_a_failure_and_marked_sent_once() -> anyhow::
             .collect();
         assert_eq!(ids, vec![id]);
     }
-    // The job completed on its second attempt.
-    let (state, attempt): (String, i32) = sqlx::query_as(
-        "SELECT state::text, attempt FROM pgfleet.jobs_finished WHERE kind = 'messages.deliver'",
-    )
-    .fetch_one(&g.db.pool)
-    .await?;
+    // The job completed on its second attempt (recorded just after the send).
+    let (state, attempt): (String, i32) =
+        eventually("the job finished", Duration::from_secs(10), || async {
+            Ok(sqlx::query_as(
+                "SELECT state::text, attempt FROM pgfleet.jobs_finished \
+                 WHERE kind = 'messages.deliver'",
+            )
+            .fetch_optional(&g.db.pool)
+            .await?)
+        })
+        .await?;
     assert_eq!((state.as_str(), attempt), ("completed", 2));
     server.abort();
     Ok(())

@@ -158,11 +158,14 @@ async fn a_notification_arrives_encrypted_signed_and_decryptable() -> anyhow::Re
     let claims = got[0].claims.clone().unwrap();
     assert_eq!(claims["sub"], SUBJECT);
     assert_eq!(claims["aud"], format!("http://{}", p.fake.addr()));
-    // The job ran on the high queue.
-    let queue: String = sqlx::query_scalar(
-        "SELECT queue FROM pgfleet.jobs_finished WHERE kind = 'webpush.deliver'",
-    )
-    .fetch_one(&p.g.db.pool)
+    // The job ran on the high queue (its completion is recorded just after the attempt).
+    let queue: String = eventually("the job finished", Duration::from_secs(10), || async {
+        Ok(sqlx::query_scalar(
+            "SELECT queue FROM pgfleet.jobs_finished WHERE kind = 'webpush.deliver'",
+        )
+        .fetch_optional(&p.g.db.pool)
+        .await?)
+    })
     .await?;
     assert_eq!(queue, "high");
 
