@@ -289,9 +289,23 @@ impl Background {
             Arc::new(listener)
         });
         let membership = if cfg.own_partitions {
-            let m = Membership::join(shared.clone(), owned_tx, listener.clone()).await?;
-            let stop = CancellationToken::new();
-            Some((tokio::spawn(m.run(stop.clone())), stop))
+            match Membership::join(shared.clone(), owned_tx, listener.clone()).await {
+                Ok(m) => {
+                    let stop = CancellationToken::new();
+                    Some((tokio::spawn(m.run(stop.clone())), stop))
+                }
+                Err(e) => {
+                    // Leave nothing running behind a failed start: close the listener now
+                    // rather than when its last handle happens to drop.
+                    for t in tasks {
+                        t.abort();
+                    }
+                    if let Some(l) = listener.and_then(|l| Arc::try_unwrap(l).ok()) {
+                        l.shutdown().await;
+                    }
+                    return Err(e.into());
+                }
+            }
         } else {
             None
         };

@@ -298,3 +298,41 @@ async fn health_port_reports_liveness_and_readiness() -> anyhow::Result<()> {
     server.await??;
     Ok(())
 }
+
+/// A worker whose registration fails at start returns the error and leaves nothing running:
+/// its LISTEN connection (already open, since it listens before it registers) is closed.
+#[tokio::test]
+async fn a_failed_start_leaves_no_listener_behind() -> anyhow::Result<()> {
+    let (db, _queue) = setup().await?;
+    sqlx::query(
+        "CREATE FUNCTION pgfleet.refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'registration refused'; END $$",
+    )
+    .execute(&db.pool)
+    .await?;
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON pgfleet.workers \
+         FOR EACH ROW EXECUTE FUNCTION pgfleet.refuse()",
+    )
+    .execute(&db.pool)
+    .await?;
+    let running = start(&db, fast_config(&["q"]), Registry::builtin()).await?;
+    let result = tokio::time::timeout(Duration::from_secs(20), running.task).await??;
+    let err = result.expect_err("the start fails");
+    assert!(err.to_string().contains("registration refused"), "{err}");
+    let listeners = || async {
+        anyhow::Ok(
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = 'pgfleet-listener' AND datname = current_database()",
+            )
+            .fetch_one(&db.pool)
+            .await?,
+        )
+    };
+    eventually("the listener is closed", Duration::from_secs(5), || async {
+        Ok((listeners().await? == 0).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
