@@ -105,14 +105,13 @@ impl Notifier {
         } else {
             pool
         };
-        let owns_pool = config.dedicated_connection;
         let shared = Arc::new(Shared {
             pending: Mutex::new(vec![false; partitions.get() as usize]),
             wake: Notify::new(),
             stats: NotifierStats::default(),
         });
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(pool, owns_pool, shared.clone(), config, cancel.clone()));
+        let task = tokio::spawn(run(pool, shared.clone(), config, cancel.clone()));
         Self {
             shared,
             cancel,
@@ -154,13 +153,7 @@ impl Notifier {
     }
 }
 
-async fn run(
-    pool: PgPool,
-    owns_pool: bool,
-    shared: Arc<Shared>,
-    config: NotifierConfig,
-    cancel: CancellationToken,
-) {
+async fn run(pool: PgPool, shared: Arc<Shared>, config: NotifierConfig, cancel: CancellationToken) {
     let mut last_flush: Option<Instant> = None;
     loop {
         let now = Instant::now();
@@ -199,7 +192,7 @@ async fn run(
             continue;
         }
         if draining {
-            if owns_pool {
+            if config.dedicated_connection {
                 pool.close().await;
             }
             return;

@@ -231,16 +231,29 @@ async fn claim(
 
 /// Counts the jobs of `stolen` that lie outside the owned partitions `mine`.
 fn count_stolen(shared: &Shared, stolen: &[Job], mine: &[i16]) {
-    let mut per_queue: HashMap<&str, u64> = HashMap::new();
-    for job in stolen.iter().filter(|j| !mine.contains(&j.partition)) {
-        *per_queue.entry(job.queue.as_str()).or_default() += 1;
-    }
-    for (q, n) in per_queue {
+    let foreign = stolen.iter().filter(|j| !mine.contains(&j.partition));
+    for (q, n, served) in per_queue(&shared.config.queues, foreign) {
         shared.stats.stolen.fetch_add(n, Ordering::Relaxed);
-        if shared.config.queues.iter().any(|c| c == q) {
+        if served {
             shared.metrics.jobs_stolen.with_label_values(&[q]).inc_by(n);
         }
     }
+}
+
+/// `jobs` counted by queue, each with whether it is one of `queues` (only those get a
+/// metric label, so client-chosen names cannot grow the series).
+fn per_queue<'a>(
+    queues: &[String],
+    jobs: impl Iterator<Item = &'a Job>,
+) -> Vec<(&'a str, u64, bool)> {
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    for job in jobs {
+        *counts.entry(job.queue.as_str()).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(q, n)| (q, n, queues.iter().any(|c| c == q)))
+        .collect()
 }
 
 /// One claim statement from `partitions` (`None`: all).
@@ -269,12 +282,8 @@ async fn claim_from(
     stats
         .claimed
         .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    let mut per_queue: HashMap<&str, u64> = HashMap::new();
-    for job in &jobs {
-        *per_queue.entry(job.queue.as_str()).or_default() += 1;
-    }
-    for (q, n) in per_queue {
-        if cfg.queues.iter().any(|c| c == q) {
+    for (q, n, served) in per_queue(&cfg.queues, jobs.iter()) {
+        if served {
             shared
                 .metrics
                 .jobs_claimed

@@ -514,12 +514,16 @@ async fn latency(
     worker_queue.pool().close().await;
     let mut s = samples.lock().map(|s| s.clone()).unwrap_or_default();
     s.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| {
-        s.get(((s.len() as f64 * p) as usize).min(s.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let pct = |p: f64| percentile(&s, p);
     Ok([pct(0.50), pct(0.95), pct(0.99), s.len() as f64])
+}
+
+/// The `p` quantile (0..=1) of `sorted` (ascending), by nearest rank; NaN when empty.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
 }
 
 /// Runs `call` in a loop on `callers` concurrent tasks for `secs` seconds; returns calls/s.

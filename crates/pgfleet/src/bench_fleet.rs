@@ -382,8 +382,8 @@ async fn join_leave(
         ms.len()
     );
     ms.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| ms[((ms.len() as f64 * p) as usize).min(ms.len() - 1)];
-    Ok([pct(0.50), pct(0.99), ms[ms.len() - 1], ms.len() as f64])
+    let pct = |p: f64| crate::bench::percentile(&ms, p);
+    Ok([pct(0.50), pct(0.99), pct(1.0), ms.len() as f64])
 }
 
 /// Prints the fleet table.
