@@ -43,11 +43,12 @@ impl Queue {
             "SELECT {HOT_COLUMNS} FROM pgfleet.jobs WHERE id = $1 UNION ALL \
              SELECT {FINISHED_COLUMNS} FROM pgfleet.jobs_finished WHERE id = $1"
         );
-        sqlx::query_as::<_, Job>(&sql)
+        let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-            .ok_or(QueueError::NotFound(id))
+            .ok_or(QueueError::NotFound(id))?;
+        Ok(Job::from_row_lossy(&row)?)
     }
 
     /// Lists jobs by filter with keyset pagination.
@@ -70,14 +71,18 @@ impl Queue {
             Some(_) => format!("{hot} ORDER BY id LIMIT $5"),
             None => format!("({hot} ORDER BY id LIMIT $5) UNION ALL ({fin} ORDER BY id LIMIT $5) ORDER BY id LIMIT $5"),
         };
-        Ok(sqlx::query_as::<_, Job>(&sql)
+        let rows = sqlx::query(&sql)
             .bind(&f.queue)
             .bind(&f.kind)
             .bind(f.state)
             .bind(f.after_id.unwrap_or(0))
             .bind(f.limit)
             .fetch_all(self.pool())
-            .await?)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(Job::from_row_lossy)
+            .collect::<std::result::Result<_, _>>()?)
     }
 
     /// Cancels a job. A waiting job is cancelled at once; a running job is asked to stop

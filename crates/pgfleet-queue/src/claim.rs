@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
+use sqlx::{FromRow, Row};
+
 use crate::error::{QueueError, Result};
+use crate::finalize::{Finished, Outcome};
 use crate::job::Job;
 use crate::Queue;
 
@@ -98,8 +101,26 @@ RETURNING j.id, j.queue, j.kind, j.partition, j.priority, j.state, j.payload, j.
           j.errors, j.unique_key, j.created_at, NULL::timestamptz AS finalized_at
 "#;
 
+/// The discard of a claimed row that cannot be decoded (a payload with a number beyond the
+/// float range written by SQL, say): it can never run, and failing the whole claim would
+/// strand the rest of the batch until their leases expire.
+fn undecodable(row: &sqlx::postgres::PgRow, e: &sqlx::Error) -> Result<Finished> {
+    let id: i64 = row.try_get("id")?;
+    let attempt: i32 = row.try_get("attempt")?;
+    tracing::warn!(job_id = id, error = %e, "claimed job cannot be decoded; discarding it");
+    Ok(Finished::new(
+        id,
+        attempt,
+        Outcome::Discard {
+            error: format!("the job's row cannot be decoded, so it cannot run: {e}"),
+        },
+    ))
+}
+
 impl Queue {
-    /// Claims up to `req.limit` runnable jobs, highest priority first.
+    /// Claims up to `req.limit` runnable jobs, highest priority first. A claimed row that
+    /// cannot be decoded is discarded with the decoding error and not returned; the others
+    /// are unaffected.
     ///
     /// # Errors
     /// [`QueueError::Invalid`] for an empty queue list or a limit over [`MAX_CLAIM`];
@@ -123,7 +144,7 @@ impl Queue {
             }
         }
         let limits = req.order.limits(req.queues.len(), req.limit);
-        let mut jobs = sqlx::query_as::<_, Job>(CLAIM_SQL)
+        let rows = sqlx::query(CLAIM_SQL)
             .bind(req.queues)
             .bind(req.partitions)
             .bind(req.limit as i64)
@@ -133,6 +154,17 @@ impl Queue {
             .bind(*req.order == QueueOrder::Strict)
             .fetch_all(self.pool())
             .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut poison = Vec::new();
+        for row in &rows {
+            match Job::from_row(row) {
+                Ok(job) => jobs.push(job),
+                Err(e) => poison.push(undecodable(row, &e)?),
+            }
+        }
+        if !poison.is_empty() {
+            self.finalize(req.worker_id, &poison).await?;
+        }
         // RETURNING follows the primary-key probe; hand jobs out in claim order.
         match req.order {
             QueueOrder::Strict => {

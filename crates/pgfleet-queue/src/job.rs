@@ -108,6 +108,36 @@ fn check_name(field: &'static str, s: &str) -> Result<()> {
     Ok(())
 }
 
+const NUL_REASON: &str = "holds a NUL character (\\u0000), which PostgreSQL cannot store";
+
+/// Where a JSON value holds a NUL character in a string or a key (`a.b[2]`, `.` for the
+/// value itself), if anywhere.
+fn nul_in(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(".".to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item).map(|at| join_path(&format!("[{i}]"), &at))),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            if k.contains('\0') {
+                Some("(a key)".to_owned())
+            } else {
+                nul_in(item).map(|at| join_path(k, &at))
+            }
+        }),
+        _ => None,
+    }
+}
+
+fn join_path(head: &str, rest: &str) -> String {
+    match rest {
+        "." => head.to_owned(),
+        r if r.starts_with('[') => format!("{head}{r}"),
+        r => format!("{head}.{r}"),
+    }
+}
+
 /// Checks a queue name (see [`NewJob`]).
 ///
 /// # Errors
@@ -249,9 +279,21 @@ impl NewJob {
             ("unique_key", &self.unique_key),
         ] {
             if let Some(v) = v {
-                if v.is_empty() || v.len() > 512 {
-                    return Err(QueueError::invalid(field, "must be 1 to 512 bytes"));
+                if v.is_empty() || v.chars().count() > 512 {
+                    return Err(QueueError::invalid(field, "must be 1 to 512 characters"));
                 }
+                if v.contains('\0') {
+                    return Err(QueueError::invalid(field, NUL_REASON));
+                }
+            }
+        }
+        for (field, v) in [("payload", &self.payload), ("metadata", &self.metadata)] {
+            if let Some(at) = nul_in(v) {
+                let reason = match at.as_str() {
+                    "." => NUL_REASON.to_owned(),
+                    at => format!("{field}.{at} {NUL_REASON}"),
+                };
+                return Err(QueueError::invalid(field, reason));
             }
         }
         Ok(())
@@ -299,6 +341,51 @@ pub struct Job {
     pub finalized_at: Option<DateTime<Utc>>,
 }
 
+impl Job {
+    /// Decodes a row of [`Job`] columns even when a JSON column cannot be decoded (a number
+    /// beyond the float range written by SQL, say): such a column becomes
+    /// `{"undecodable": "<its text>", "error": "..."}` so an operator can see and remove it.
+    ///
+    /// # Errors
+    /// [`sqlx::Error`] when another column cannot be decoded.
+    pub fn from_row_lossy(row: &sqlx::postgres::PgRow) -> std::result::Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let json = |name: &str| -> std::result::Result<Value, sqlx::Error> {
+            match row.try_get::<Value, _>(name) {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    let raw: sqlx::types::Json<Box<serde_json::value::RawValue>> =
+                        row.try_get(name)?;
+                    Ok(serde_json::json!({
+                        "undecodable": raw.0.get(),
+                        "error": e.to_string(),
+                    }))
+                }
+            }
+        };
+        Ok(Job {
+            id: row.try_get("id")?,
+            queue: row.try_get("queue")?,
+            kind: row.try_get("kind")?,
+            partition: row.try_get("partition")?,
+            priority: row.try_get("priority")?,
+            state: row.try_get("state")?,
+            payload: json("payload")?,
+            metadata: json("metadata")?,
+            attempt: row.try_get("attempt")?,
+            max_attempts: row.try_get("max_attempts")?,
+            run_at: row.try_get("run_at")?,
+            attempted_at: row.try_get("attempted_at")?,
+            attempted_by: row.try_get("attempted_by")?,
+            lease_until: row.try_get("lease_until")?,
+            errors: json("errors")?,
+            unique_key: row.try_get("unique_key")?,
+            created_at: row.try_get("created_at")?,
+            finalized_at: row.try_get("finalized_at")?,
+        })
+    }
+}
+
 /// The columns of [`Job`] as a select list over `pgfleet.jobs` (no `finalized_at`).
 pub(crate) const HOT_COLUMNS: &str = "id, queue, kind, partition, priority, state, payload, \
     metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, lease_until, errors, \
@@ -336,6 +423,28 @@ mod tests {
         }
         let err = "finished".parse::<JobState>().unwrap_err();
         assert!(matches!(err, QueueError::Invalid { field: "state", .. }));
+    }
+
+    #[test]
+    fn nul_characters_are_refused_before_writing() {
+        let reason = |j: NewJob| match j.validate() {
+            Err(QueueError::Invalid { field, reason }) => format!("{field}: {reason}"),
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        let payload = serde_json::json!({"a": [1, {"b": "x\u{0}"}]});
+        assert!(reason(NewJob::new("q", "k").payload(payload))
+            .starts_with("payload: payload.a[1].b holds a NUL"));
+        let top = NewJob::new("q", "k").payload(Value::String("\u{0}".into()));
+        assert!(reason(top).starts_with("payload: holds a NUL"));
+        let key = NewJob::new("q", "k").payload(serde_json::json!({"k\u{0}": 1}));
+        assert!(reason(key).contains("(a key)"));
+        assert!(reason(NewJob::new("q", "k").partition_key("a\u{0}")).starts_with("partition_key"));
+        let meta = NewJob::new("q", "k").metadata(serde_json::json!({"t": "\u{0}"}));
+        assert!(reason(meta).starts_with("metadata: metadata.t"));
+        assert!(NewJob::new("q", "k")
+            .payload(serde_json::json!({"ok": "\\u0000"}))
+            .validate()
+            .is_ok());
     }
 
     #[test]
