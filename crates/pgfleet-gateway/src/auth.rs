@@ -76,6 +76,13 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110, section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 /// Checks credentials for `needed`.
 ///
 /// # Errors
@@ -90,7 +97,7 @@ pub fn authorize(
 ) -> Result<(), ApiError> {
     let cfg = &state.config;
     if let Some(auth) = header(headers, "authorization") {
-        let key = auth.strip_prefix("Bearer ").ok_or_else(|| {
+        let key = bearer_token(auth).ok_or_else(|| {
             ApiError::Unauthorized("Authorization must be `Bearer <api key>`".into())
         })?;
         let hash = hash_key(key.trim());
@@ -130,4 +137,18 @@ pub fn authorize(
     Err(ApiError::Unauthorized(
         "missing credentials: send `Authorization: Bearer <api key>` or a signed request".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer k1"), Some("k1"));
+        assert_eq!(bearer_token("bearer k1"), Some("k1"));
+        assert_eq!(bearer_token("BEARER k1"), Some("k1"));
+        assert_eq!(bearer_token("Basic a2V5"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 }

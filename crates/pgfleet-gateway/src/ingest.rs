@@ -130,6 +130,8 @@ async fn write(queue: &Queue, job_queue: &str, batch: &mut Vec<Pending>) {
 }
 
 /// One transaction for the whole batch; returns one result per pending event, in order.
+/// When the shared transaction fails, each event is written again on its own, so one event
+/// the database refuses fails alone and its neighbours are stored.
 async fn write_batch(
     queue: &Queue,
     job_queue: &str,
@@ -137,9 +139,23 @@ async fn write_batch(
 ) -> Vec<Result<Stored, String>> {
     match try_write(queue, job_queue, batch).await {
         Ok(r) => r,
+        Err(e) if batch.len() > 1 => {
+            tracing::warn!(error = %e, events = batch.len(), "ingest batch failed; writing its events one by one");
+            let mut out = Vec::with_capacity(batch.len());
+            for one in batch.chunks(1) {
+                out.push(match try_write(queue, job_queue, one).await {
+                    Ok(mut r) => r.remove(0),
+                    Err(e) => {
+                        tracing::error!(error = %e, "ingest of one event failed; not acknowledged");
+                        Err(e.to_string())
+                    }
+                });
+            }
+            out
+        }
         Err(e) => {
-            tracing::error!(error = %e, events = batch.len(), "ingest batch failed; nothing acknowledged");
-            batch.iter().map(|_| Err(e.to_string())).collect()
+            tracing::error!(error = %e, "ingest of one event failed; not acknowledged");
+            vec![Err(e.to_string())]
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The jobs API under `/v1/jobs`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -11,36 +11,43 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Authed, ADMIN, READ, WRITE};
-use crate::problem::{parse_json, ApiError, Problem};
+use crate::extract::{Path, Query};
+use crate::problem::{opt_integer, parse_json, ApiError, Problem};
 use crate::AppState;
 
 /// A job to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
-    /// Queue (default `default`).
+    /// Queue (default `default`): 1 to 128 of letters, digits, `_ . : -`.
     #[serde(default = "default_queue")]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub queue: String,
-    /// Job kind: selects the handler.
+    /// Job kind: selects the handler (same alphabet as `queue`).
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub kind: String,
-    /// JSON payload (default `{}`).
+    /// JSON payload, any JSON value (default `{}`).
     #[serde(default = "empty_object")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::openapi::JsonValue)]
     pub payload: Value,
     /// 0 (highest) to 9 (default 1).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_integer")]
+    #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<i16>,
     /// Attempts before discard (default 20).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_integer")]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub max_attempts: Option<i32>,
     /// Run no earlier than this (RFC 3339).
     #[serde(default)]
     pub run_at: Option<DateTime<Utc>>,
-    /// Partition key (user id, order id...).
+    /// Partition key (user id, order id...), 1 to 512 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512)]
     pub partition_key: Option<String>,
-    /// Idempotency key: the same key returns the same job.
+    /// Idempotency key: the same key returns the same job (1 to 512 characters).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512)]
     pub unique_key: Option<String>,
 }
 
@@ -76,6 +83,7 @@ impl CreateJob {
 #[serde(deny_unknown_fields)]
 pub struct CreateJobs {
     /// The jobs (1 to 10,000).
+    #[schema(min_items = 1, max_items = 10000)]
     pub jobs: Vec<CreateJob>,
 }
 
@@ -95,7 +103,7 @@ pub struct JobDto {
     /// available, running, retryable, completed, discarded, cancelled.
     pub state: String,
     /// Payload.
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::openapi::JsonValue)]
     pub payload: Value,
     /// Attempts started.
     pub attempt: i32,
@@ -156,10 +164,12 @@ pub struct ListParams {
     /// Only this kind.
     pub kind: Option<String>,
     /// Only this state.
+    #[param(value_type = Option<String>, pattern = "^(available|running|retryable|completed|discarded|cancelled)$")]
     pub state: Option<String>,
     /// Ids after this one (keyset pagination).
     pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -180,11 +190,7 @@ fn to_new_jobs(jobs: Vec<CreateJob>) -> Result<Vec<NewJob>, ApiError> {
 fn count_enqueued(state: &AppState, jobs: &[NewJob], out: &[pgfleet_queue::enqueue::Enqueued]) {
     for (j, e) in jobs.iter().zip(out) {
         if !e.duplicate {
-            state
-                .metrics
-                .jobs_enqueued
-                .with_label_values(&[&j.queue, &j.kind])
-                .inc();
+            state.metrics.count_enqueued(&j.queue, &j.kind, 1);
         }
     }
 }

@@ -9,9 +9,12 @@
 
 pub mod auth;
 pub mod config;
+pub mod extract;
 pub mod ingest;
 pub mod jobs;
+pub mod json_guard;
 pub mod messages;
+pub mod openapi;
 pub mod problem;
 pub mod push;
 pub mod queues;
@@ -31,8 +34,11 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
+
+pub use openapi::ApiDoc;
 
 pub use config::GatewayConfig;
 /// Signature schemes (Standard Webhooks, signed API requests), shared with outbound
@@ -83,38 +89,6 @@ impl AppState {
             metrics,
             limiter,
         }
-    }
-}
-
-/// The OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "pgfleet", description = "Background jobs on PostgreSQL: webhook ingest, the jobs API, Web Push and outbound messages."),
-    paths(
-        webhooks::receive,
-        jobs::create, jobs::create_batch, jobs::get, jobs::list, jobs::retry, jobs::cancel, jobs::delete,
-        queues::list, queues::pause, queues::resume, queues::workers, queues::partitions,
-        queues::start, queues::stop, tasks::create, tasks::list, healthz, readyz,
-        push::subscribe, push::list_subscriptions, push::get_subscription, push::delete_subscription,
-        push::notify, push::list_notifications, push::get_notification, push::attempts,
-        push::seed_notify, push::vapid_public_key,
-        messages::create, messages::get, messages::list_sent,
-    ),
-    components(schemas(problem::Problem)),
-    modifiers(&Security),
-)]
-pub struct ApiDoc;
-
-struct Security;
-
-impl utoipa::Modify for Security {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
     }
 }
 
@@ -288,7 +262,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/notifications/{id}/attempts", get(push::attempts))
         .route(
             "/notifications",
-            post(push::seed_notify).get(push::list_notifications),
+            post(push::seed_notify).get(push::list_notifications_alias),
         )
         .route("/v1/vapid-public-key", get(push::vapid_public_key))
         .route(
@@ -318,6 +292,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| {
             request_timeout(timeout, req, next)
         }))
+        .layer(SetResponseHeaderLayer::overriding(
+            axum::http::header::X_CONTENT_TYPE_OPTIONS,
+            axum::http::HeaderValue::from_static("nosniff"),
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

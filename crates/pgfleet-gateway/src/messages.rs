@@ -1,6 +1,6 @@
 //! Outbound messages (seed 004) under `/v1/messages`, and the seed alias `/messages`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Authed, READ, WRITE};
+use crate::extract::{Path, Query};
 use crate::problem::{parse_json, ApiError, Problem};
 use crate::AppState;
 
@@ -27,12 +28,15 @@ impl From<StoreError> for ApiError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageRequest {
-    /// Who it is for.
+    /// Who it is for (1 to 255 characters, not blank).
+    #[schema(min_length = 1, max_length = 255, pattern = "\\S")]
     pub recipient: String,
-    /// What it says (up to 64 KiB).
+    /// What it says (1 byte to 64 KiB).
+    #[schema(min_length = 1, max_length = 65536)]
     pub content: String,
     /// Where to POST it (default: the worker's `PGFLEET_MESSAGES_WEBHOOK_URL`).
     #[serde(default)]
+    #[schema(max_length = 2048)]
     pub webhook_url: Option<String>,
 }
 
@@ -109,6 +113,7 @@ pub async fn get(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SentParams {
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

@@ -137,10 +137,19 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        if let ApiError::RateLimited(secs) = self {
-            if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
-                res.headers_mut().insert(header::RETRY_AFTER, v);
+        match self {
+            ApiError::RateLimited(secs) => {
+                if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                    res.headers_mut().insert(header::RETRY_AFTER, v);
+                }
             }
+            ApiError::Unauthorized(_) => {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"pgfleet\""),
+                );
+            }
+            _ => {}
         }
         res
     }
@@ -181,14 +190,20 @@ pub fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
     }
 }
 
-/// Parses a JSON body into `T`: syntax errors are 400; missing fields and wrong types are
-/// 422 naming the field's path.
+/// Parses a JSON body into `T`: syntax errors are 400; missing fields, wrong types and what
+/// could not be stored exactly (NUL characters, numbers a 64-bit float cannot hold: see
+/// [`crate::json_guard`]) are 422 naming the field's path.
 ///
 /// # Errors
 /// [`ApiError::MalformedJson`] or [`ApiError::Invalid`].
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+        if e.inner().to_string().starts_with("number out of range") {
+            if let Err(v) = crate::json_guard::check(body) {
+                return ApiError::invalid(v.field, v.reason);
+            }
+        }
         let path = field_path(e.path());
         let inner = e.into_inner();
         match inner.classify() {
@@ -211,7 +226,35 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
                 ApiError::invalid(field, msg)
             }
         }
-    })
+    })?;
+    crate::json_guard::check(body).map_err(|v| ApiError::invalid(v.field, v.reason))?;
+    Ok(value)
+}
+
+/// Deserializes an optional integer the way JSON Schema's `integer` reads: `8` and `8.0`
+/// alike (a number with no fraction), refusing fractions and values out of `T`'s range.
+/// For request fields declared `integer` in the OpenAPI document.
+///
+/// # Errors
+/// A serde error naming the number (reported as 422 on the field).
+pub fn opt_integer<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::Error;
+    let Some(n) = <Option<serde_json::Number> as serde::Deserialize>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => Some(i),
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => Some(f as i64),
+        _ => None,
+    };
+    whole
+        .and_then(|i| T::try_from(i).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{n} is not an integer in range")))
 }
 
 /// `jobs[3].queue` from the deserializer's path. Keys that would make the name ambiguous or

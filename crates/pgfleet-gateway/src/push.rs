@@ -1,7 +1,7 @@
 //! Web Push under `/v1`: subscriptions, notifications (fan-out) and their delivery attempts,
 //! the VAPID public key; and the seed aliases `/subscriptions` and `/notifications`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Authed, READ, WRITE};
+use crate::extract::{Path, Query};
 use crate::problem::{parse_json, ApiError, Problem};
 use crate::AppState;
 
@@ -35,7 +36,8 @@ impl From<StoreError> for ApiError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeRequest {
-    /// The user to notify.
+    /// The user to notify (1 to 255 characters, not blank).
+    #[schema(min_length = 1, max_length = 255, pattern = "\\S")]
     pub user_id: String,
     /// Push service URL (https).
     pub endpoint: String,
@@ -46,6 +48,23 @@ pub struct SubscribeRequest {
     #[schema(value_type = Option<i64>)]
     pub expiration_time: Option<Value>,
 }
+
+/// A user id in a request: 1 to 255 characters, not blank (documentation type).
+pub struct UserId;
+
+impl utoipa::PartialSchema for UserId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(255))
+            .pattern(Some("\\S"))
+            .into()
+    }
+}
+
+impl ToSchema for UserId {}
 
 /// The browser's keys, base64url.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -123,8 +142,9 @@ pub async fn subscribe(
 /// Subscription list filter.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SubscriptionParams {
-    /// The user (required).
-    pub user_id: Option<String>,
+    /// The user.
+    #[param(min_length = 1, pattern = "\\S")]
+    pub user_id: String,
     /// Include deactivated ones (default false).
     #[serde(default)]
     pub include_inactive: bool,
@@ -139,10 +159,10 @@ pub async fn list_subscriptions(
     Query(p): Query<SubscriptionParams>,
     _a: Authed<READ>,
 ) -> Result<Json<Vec<SubscriptionDto>>, ApiError> {
-    let user = p
-        .user_id
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| ApiError::invalid("user_id", "is required"))?;
+    let user = p.user_id;
+    if user.trim().is_empty() {
+        return Err(ApiError::invalid("user_id", "is required"));
+    }
     let subs = store::list_subscriptions(state.queue.pool(), &user, p.include_inactive).await?;
     Ok(Json(subs.into_iter().map(Into::into).collect()))
 }
@@ -181,12 +201,15 @@ pub async fn delete_subscription(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyRequest {
-    /// Type (`payment.received`, `test`...).
+    /// Type (`payment.received`, `test`...), 1 to 100 characters.
     #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub kind: String,
-    /// Recipients (1 to 1,000).
+    /// Recipients (1 to 1,000 user ids of 1 to 255 characters).
+    #[schema(min_items = 1, max_items = 1000, value_type = Vec<UserId>)]
     pub user_ids: Vec<String>,
-    /// Title.
+    /// Title (1 to 255 characters).
+    #[schema(min_length = 1, max_length = 255, pattern = "\\S")]
     pub title: String,
     /// Body.
     #[serde(default)]
@@ -202,20 +225,23 @@ pub struct NotifyRequest {
     pub locale: Option<String>,
     /// Free-form data for the service worker.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::openapi::JsonValue)]
     pub data: Option<Value>,
     /// high, normal (default) or low: the queue.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(high|normal|low)$")]
     pub priority: Option<Priority>,
     /// Seconds the push service may hold it (default 86400, at most 28 days).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::problem::opt_integer")]
+    #[schema(minimum = 0, maximum = 2419200)]
     pub ttl: Option<u32>,
     /// very-low, low, normal (default) or high.
     #[serde(default)]
+    #[schema(pattern = "^(very-low|low|normal|high)$")]
     pub urgency: Option<String>,
-    /// Replacement topic (up to 32 URL-safe base64 characters).
+    /// Replacement topic (1 to 32 URL-safe base64 characters).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,32}$")]
     pub topic: Option<String>,
 }
 
@@ -261,7 +287,7 @@ pub struct NotificationDto {
     /// Locale.
     pub locale: Option<String>,
     /// Data.
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::openapi::JsonValue)]
     pub data: Value,
     /// Priority.
     pub priority: String,
@@ -332,6 +358,7 @@ pub struct NotificationParams {
     /// Only those sent to this user.
     pub user_id: Option<String>,
     /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -350,6 +377,17 @@ pub async fn list_notifications(
     )
     .await?;
     Ok(Json(notes.into_iter().map(Into::into).collect()))
+}
+
+/// Seed alias of `GET /v1/notifications`.
+#[utoipa::path(get, path = "/notifications", tag = "aliases", params(NotificationParams),
+    responses((status = 200, body = Vec<NotificationDto>)))]
+pub async fn list_notifications_alias(
+    state: State<AppState>,
+    params: Query<NotificationParams>,
+    auth: Authed<READ>,
+) -> Result<Json<Vec<NotificationDto>>, ApiError> {
+    list_notifications(state, params, auth).await
 }
 
 /// One notification.
@@ -428,11 +466,13 @@ pub async fn attempts(
 pub struct SeedNotification {
     /// Body text.
     pub body: String,
-    /// Title (default `pgfleet`).
+    /// Title (default `pgfleet`), 1 to 255 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255, pattern = "\\S")]
     pub title: Option<String>,
-    /// Recipients (default: everyone subscribed).
+    /// Recipients, 1 to 1,000 (default: everyone subscribed).
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 1000, value_type = Option<Vec<UserId>>)]
     pub user_ids: Option<Vec<String>>,
 }
 

@@ -1,13 +1,14 @@
 //! Queues (stats, pause, resume), workers and partition ownership, and the seed's
 //! `POST /start` / `POST /stop` aliases (resume / pause every queue).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Authed, ADMIN, READ};
+use crate::extract::{Path, Query};
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
 
@@ -71,26 +72,62 @@ async fn one(state: &AppState, name: &str) -> Result<QueueDto, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("queue {name:?} not found")))
 }
 
+/// Options of `POST /v1/queues/{name}/pause`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PauseParams {
+    /// Pause a queue that nothing knows yet (no jobs, no worker serving it), so that it
+    /// starts paused. Without it, an unknown name is 404: a typo does not pause nothing.
+    #[serde(default)]
+    pub create: bool,
+}
+
+/// Whether a queue is known: it has jobs or a record (paused before), or a live worker
+/// serves it.
+async fn known(state: &AppState, name: &str) -> Result<bool, ApiError> {
+    if all_queues(state).await?.iter().any(|q| q.name == name) {
+        return Ok(true);
+    }
+    let workers = state.queue.workers(None).await?;
+    Ok(workers.iter().any(|w| w.queues.iter().any(|q| q == name)))
+}
+
+fn unknown(name: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "queue {name:?} not found (no jobs, no worker serving it); pass create=true to pause it before its first job"
+    ))
+}
+
 /// Pauses a queue: every worker stops claiming from it at its next claim.
-#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues", params(("name" = String, Path)),
-    responses((status = 200, body = QueueDto), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues",
+    params(("name" = String, Path, description = "queue name", pattern = "^[A-Za-z0-9_.:-]{1,128}$"), PauseParams),
+    responses((status = 200, body = QueueDto), (status = 404, description = "unknown queue (see `create`)", body = Problem)))]
 pub async fn pause(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(p): Query<PauseParams>,
     _a: Authed<ADMIN>,
 ) -> Result<Json<QueueDto>, ApiError> {
+    pgfleet_queue::job::validate_queue_name(&name)?;
+    if !p.create && !known(&state, &name).await? {
+        return Err(unknown(&name));
+    }
     state.queue.pause_queue(&name).await?;
     Ok(Json(one(&state, &name).await?))
 }
 
 /// Resumes a paused queue.
-#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues", params(("name" = String, Path)),
-    responses((status = 200, body = QueueDto), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues",
+    params(("name" = String, Path, description = "queue name", pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
+    responses((status = 200, body = QueueDto), (status = 404, description = "unknown queue", body = Problem)))]
 pub async fn resume(
     State(state): State<AppState>,
     Path(name): Path<String>,
     _a: Authed<ADMIN>,
 ) -> Result<Json<QueueDto>, ApiError> {
+    pgfleet_queue::job::validate_queue_name(&name)?;
+    if !known(&state, &name).await? {
+        return Err(unknown(&name));
+    }
     state.queue.resume_queue(&name).await?;
     Ok(Json(one(&state, &name).await?))
 }

@@ -15,13 +15,15 @@ use crate::AppState;
 
 /// A task to create.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewTask {
-    /// The task type (the job kind).
+    /// The task type (the job kind): 1 to 128 of letters, digits, `_ . : -`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub kind: String,
     /// Its payload.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::openapi::JsonValue)]
     pub payload: Option<Value>,
 }
 
@@ -34,7 +36,7 @@ pub struct Task {
     #[serde(rename = "type")]
     pub kind: String,
     /// Payload.
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::openapi::JsonValue)]
     pub payload: Value,
     /// Job state.
     pub status: String,

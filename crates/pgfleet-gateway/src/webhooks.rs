@@ -6,7 +6,7 @@
 //! requests' events by the group-commit writer ([`crate::ingest`]). 202 after commit; a
 //! redelivery answers 200 with the stored event and writes nothing.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,6 +15,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::auth::read_body;
+use crate::extract::Path;
 use crate::ingest::{job_key, Incoming, Stored};
 use crate::problem::{parse_json, ApiError, Problem};
 use crate::signature::verify_webhook;
@@ -139,12 +140,9 @@ pub async fn receive(
         .inc();
     if result == "accepted" {
         let kind = job_kind(&source);
-        let queue = &state.config.webhook_queue;
         state
             .metrics
-            .jobs_enqueued
-            .with_label_values(&[queue, &kind])
-            .inc();
+            .count_enqueued(&state.config.webhook_queue, &kind, 1);
     }
     res
 }

@@ -47,7 +47,7 @@ impl NewMessage {
             field,
             reason: reason.into(),
         };
-        if self.recipient.trim().is_empty() || self.recipient.len() > 255 {
+        if self.recipient.trim().is_empty() || self.recipient.chars().count() > 255 {
             return Err(bad("recipient", "must be 1 to 255 characters"));
         }
         if self.content.is_empty() || self.content.len() > MAX_CONTENT {

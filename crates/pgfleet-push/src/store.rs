@@ -270,7 +270,7 @@ impl NewNotification {
             ));
         }
         for (i, u) in self.user_ids.iter().enumerate() {
-            if u.trim().is_empty() || u.len() > 255 {
+            if u.trim().is_empty() || u.chars().count() > 255 {
                 return Err(InvalidField::new(
                     format!("user_ids[{i}]"),
                     "must be 1 to 255 characters",

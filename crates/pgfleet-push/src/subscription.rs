@@ -35,7 +35,7 @@ pub const MAX_ENDPOINT: usize = 2048;
 /// # Errors
 /// [`InvalidField`].
 pub fn validate(s: &NewSubscription, allow_http_loopback: bool) -> Result<(), InvalidField> {
-    if s.user_id.trim().is_empty() || s.user_id.len() > 255 {
+    if s.user_id.trim().is_empty() || s.user_id.chars().count() > 255 {
         return Err(InvalidField::new("user_id", "must be 1 to 255 characters"));
     }
     validate_endpoint(&s.endpoint, allow_http_loopback)?;

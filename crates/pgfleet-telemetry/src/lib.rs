@@ -86,7 +86,52 @@ pub struct Metrics {
     pub controller_scale_events: IntCounterVec,
     /// Seconds since the process started (a liveness signal for dashboards).
     pub uptime: Gauge,
+    /// The queue names used as label values (client-chosen: bounded).
+    pub queue_labels: LabelBudget,
+    /// The job kinds used as label values (client-chosen: bounded).
+    pub kind_labels: LabelBudget,
     started: std::time::Instant,
+}
+
+/// The label value that stands for every value past a [`LabelBudget`].
+pub const OTHER: &str = "other";
+
+/// How many distinct queue names, and kinds, get their own series.
+pub const LABEL_BUDGET: usize = 64;
+
+/// A bound on the distinct values of a client-chosen label (queue, kind): the first `max`
+/// values seen keep their own series, every later one is counted as [`OTHER`], so a client
+/// cannot grow `/metrics` without limit.
+#[derive(Debug)]
+pub struct LabelBudget {
+    max: usize,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl LabelBudget {
+    /// A budget of `max` distinct values.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            seen: Default::default(),
+        }
+    }
+
+    /// `value` while it fits the budget (or was seen before), [`OTHER`] after.
+    pub fn bound<'a>(&self, value: &'a str) -> &'a str {
+        let Ok(mut seen) = self.seen.lock() else {
+            return OTHER;
+        };
+        if seen.contains(value) {
+            return value;
+        }
+        if seen.len() < self.max {
+            seen.insert(value.to_owned());
+            value
+        } else {
+            OTHER
+        }
+    }
 }
 
 /// Registers a collector and returns it. Metric definitions are static, so a failure here
@@ -218,25 +263,47 @@ impl Metrics {
             controller_reconcile_errors: counter(&r, "pgfleet_controller_reconcile_errors_total", "Failed reconciles by pool.", &["pool"]),
             controller_scale_events: counter(&r, "pgfleet_controller_scale_events_total", "Replica changes by pool and direction.", &["pool", "direction"]),
             uptime: register(&r, Gauge::new("pgfleet_uptime_seconds", "Seconds since the process started.")),
+            queue_labels: LabelBudget::new(LABEL_BUDGET),
+            kind_labels: LabelBudget::new(LABEL_BUDGET),
             started: std::time::Instant::now(),
             registry: r,
         }
     }
 
+    /// Counts jobs enqueued into `queue` of `kind` (labels bounded).
+    pub fn count_enqueued(&self, queue: &str, kind: &str, n: u64) {
+        self.jobs_enqueued
+            .with_label_values(&[self.queue_labels.bound(queue), self.kind_labels.bound(kind)])
+            .inc_by(n);
+    }
+
+    /// Records a finished attempt: its run time and, when it reached one, its outcome
+    /// (labels bounded).
+    pub fn record_attempt(&self, queue: &str, kind: &str, secs: f64, outcome: Option<&str>) {
+        let labels = [self.queue_labels.bound(queue), self.kind_labels.bound(kind)];
+        self.job_duration.with_label_values(&labels).observe(secs);
+        if let Some(o) = outcome {
+            self.jobs_finished
+                .with_label_values(&[labels[0], labels[1], o])
+                .inc();
+        }
+    }
+
     /// Sets the queue gauges from fresh statistics (series of vanished queues or
-    /// partitions are dropped).
+    /// partitions are dropped; queues past the label budget are summed as `other`, with
+    /// the largest lag).
     pub fn set_queue_stats(&self, stats: &[pgfleet_queue::stats::QueueStats]) {
         self.queue_depth.reset();
         self.queue_lag.reset();
         self.queue_paused.reset();
         self.queue_throughput.reset();
         for q in stats {
-            self.queue_paused
-                .with_label_values(&[&q.queue])
-                .set(i64::from(q.paused));
+            let queue = self.queue_labels.bound(&q.queue);
+            let paused = self.queue_paused.with_label_values(&[queue]);
+            paused.set(paused.get().max(i64::from(q.paused)));
             self.queue_throughput
-                .with_label_values(&[&q.queue])
-                .set(q.total.completed_per_sec());
+                .with_label_values(&[queue])
+                .add(q.total.completed_per_sec());
             for (p, c) in &q.partitions {
                 let p = p.to_string();
                 for (state, n) in [
@@ -246,12 +313,11 @@ impl Metrics {
                     ("running", c.running),
                 ] {
                     self.queue_depth
-                        .with_label_values(&[&q.queue, &p, state])
-                        .set(n);
+                        .with_label_values(&[queue, &p, state])
+                        .add(n);
                 }
-                self.queue_lag
-                    .with_label_values(&[&q.queue, &p])
-                    .set(c.oldest_available_age_secs);
+                let lag = self.queue_lag.with_label_values(&[queue, &p]);
+                lag.set(lag.get().max(c.oldest_available_age_secs));
             }
         }
     }
@@ -289,6 +355,26 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_chosen_labels_are_bounded() {
+        let m = Metrics::new("test");
+        for i in 0..(LABEL_BUDGET + 50) {
+            m.count_enqueued(&format!("q{i}"), &format!("k{i}"), 1);
+        }
+        m.count_enqueued("q0", "k0", 1);
+        let text = m.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("pgfleet_jobs_enqueued_total{"))
+            .count();
+        assert_eq!(series, LABEL_BUDGET + 1, "{text}");
+        assert!(text.contains(
+            r#"pgfleet_jobs_enqueued_total{kind="other",queue="other",component="test"} 50"#
+        ));
+        assert!(text
+            .contains(r#"pgfleet_jobs_enqueued_total{kind="k0",queue="q0",component="test"} 2"#));
+    }
 
     #[test]
     fn renders_every_family_with_consistent_names() {

@@ -418,15 +418,12 @@ pub(crate) fn start_job(
             .busy_nanos
             .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
         shared.ran.fetch_add(1, Ordering::Relaxed);
-        let m = &shared.metrics;
-        m.job_duration
-            .with_label_values(&[&queue, &kind])
-            .observe(began.elapsed().as_secs_f64());
-        if let Some(o) = &outcome {
-            m.jobs_finished
-                .with_label_values(&[&queue, &kind, outcome_label(o)])
-                .inc();
-        }
+        shared.metrics.record_attempt(
+            &queue,
+            &kind,
+            began.elapsed().as_secs_f64(),
+            outcome.as_ref().map(outcome_label),
+        );
         if let Ok(mut held) = shared.held.lock() {
             held.remove(&id);
         }

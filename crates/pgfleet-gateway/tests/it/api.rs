@@ -152,7 +152,7 @@ async fn pause_over_the_api_stops_every_worker_and_resume_restarts_them() -> any
     let (s2, w2) = start_worker(&g, &["default"]).await?;
     let r = g
         .http
-        .post(format!("{}/v1/queues/default/pause", g.base))
+        .post(format!("{}/v1/queues/default/pause?create=true", g.base))
         .bearer_auth(ADMIN_KEY)
         .send()
         .await?;

@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod hardening;
 mod messages;
+mod poison;
 mod push;
 mod tracing;
 mod webhooks;
