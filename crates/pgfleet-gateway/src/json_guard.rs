@@ -54,8 +54,8 @@ pub fn check(body: &[u8]) -> Result<(), Violation> {
                 None => {}
             },
             b'"' => {
-                let (end, text, nul) = string_at(body, i);
                 let is_key = matches!(stack.last(), Some(Frame::Object { want_key: true, .. }));
+                let (end, text, nul) = string_at(body, i, is_key);
                 if is_key {
                     if let Some(Frame::Object { key, want_key }) = stack.last_mut() {
                         *key = Some(text);
@@ -98,32 +98,40 @@ pub fn check(body: &[u8]) -> Result<(), Violation> {
 }
 
 /// The string starting at `body[start] == '"'`: the index after its closing quote, its text
-/// (escapes other than `\"` and `\\` kept as written; only used to name fields) and whether
-/// it holds `\u0000`.
-fn string_at(body: &[u8], start: usize) -> (usize, String, bool) {
+/// when `want_text` (escapes other than `\"` and `\\` kept as written; only used to name
+/// fields) and whether it holds `\u0000`.
+fn string_at(body: &[u8], start: usize, want_text: bool) -> (usize, String, bool) {
     let mut i = start + 1;
     let mut text = Vec::new();
     let mut nul = false;
     while i < body.len() {
         match body[i] {
-            b'"' => return (i + 1, String::from_utf8_lossy(&text).into_owned(), nul),
+            b'"' => {
+                let text = if want_text {
+                    String::from_utf8_lossy(&text).into_owned()
+                } else {
+                    String::new()
+                };
+                return (i + 1, text, nul);
+            }
             b'\\' if i + 1 < body.len() => {
                 let next = body[i + 1];
                 if next == b'u' && body.get(i + 2..i + 6) == Some(b"0000".as_slice()) {
                     nul = true;
                 }
-                match next {
-                    b'"' | b'\\' => text.push(next),
-                    _ => text.extend_from_slice(&body[i..i + 2]),
+                if want_text {
+                    match next {
+                        b'"' | b'\\' => text.push(next),
+                        _ => text.extend_from_slice(&body[i..i + 2]),
+                    }
                 }
                 i += 2;
             }
-            0 => {
-                nul = true;
-                i += 1;
-            }
             b => {
-                text.push(b);
+                nul |= b == 0;
+                if want_text {
+                    text.push(b);
+                }
                 i += 1;
             }
         }
@@ -181,6 +189,17 @@ fn exact_number(token: &str) -> Result<(), String> {
         return Err(format!(
             "{token:.40} is an integer beyond the 64-bit range (-2^63 to 2^64-1); send it as a string"
         ));
+    }
+    // Zero, or a decimal of at most 15 significant digits in the normal range (DBL_DIG: the
+    // double nearest it gives it back), is exact without formatting.
+    let mantissa = token.split(['e', 'E']).next().unwrap_or("");
+    let significant = mantissa
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .skip_while(|&b| b == b'0')
+        .count();
+    if significant == 0 || (significant <= 15 && value.abs() >= f64::MIN_POSITIVE) {
+        return Ok(());
     }
     let nearest = format!("{value:e}");
     if decimal(token) == decimal(&nearest) {
