@@ -36,6 +36,9 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.desiredReplicas"
     ),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minReplicas"),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicas"),
+    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
     printcolumn(name = "Backlog", type_ = "integer", json_path = ".status.backlog"),
     printcolumn(
         name = "Lag",
@@ -211,8 +214,9 @@ pub struct WorkerPoolStatus {
     /// When the replica count last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<String>,
-    /// Ready, Scaling, Degraded.
+    /// Ready, Scaling, Degraded (a list-map keyed by `type`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 }
 
@@ -229,8 +233,12 @@ pub struct Condition {
     pub reason: String,
     /// Human-readable detail.
     pub message: String,
-    /// When the status last changed.
+    /// When the status last changed (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
     pub last_transition_time: String,
+    /// The pool's `metadata.generation` the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 fn default_concurrency() -> i32 {

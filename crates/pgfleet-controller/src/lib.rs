@@ -5,6 +5,7 @@
 //! statistics per pool from PostgreSQL ([`observe`]), and the reconciler with leader
 //! election ([`reconcile`], [`run`]). The same policy drives local workers in `pgfleet dev`.
 
+pub mod cadence;
 pub mod crd;
 pub mod deployment;
 pub mod observe;

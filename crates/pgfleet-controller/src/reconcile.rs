@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -16,10 +16,11 @@ use kube::{Client, Resource, ResourceExt};
 use pgfleet_telemetry::Metrics;
 use serde_json::json;
 
+use crate::cadence::{self, Decided};
 use crate::crd::{Condition, WorkerPool, WorkerPoolStatus};
 use crate::deployment::{self, MANAGER};
 use crate::observe::Observer;
-use crate::scaling::{decide, History, Policy};
+use crate::scaling::{plan, History, Policy};
 
 /// The finalizer that releases a deleted pool's partition leases.
 pub const FINALIZER: &str = "pgfleet.dev/release-partitions";
@@ -38,6 +39,26 @@ pub enum Error {
     NoNamespace,
 }
 
+impl Error {
+    /// The metric label of the cause: `conflict` (someone else wrote first), `kubernetes`
+    /// (any other API failure), `finalizer`, `invalid`.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(e)) if e.code == 409 => "conflict",
+            Error::Kube(_) => "kubernetes",
+            Error::Finalizer(_) => "finalizer",
+            Error::NoNamespace => "invalid",
+        }
+    }
+}
+
+/// The wait before retrying a pool after its `failures`-th failure in a row: 1 s doubling
+/// to at most 5 minutes (as controller-runtime's per-item backoff does).
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(9);
+    Duration::from_secs(secs.min(300))
+}
+
 /// What every reconcile shares.
 pub struct Context {
     /// The Kubernetes client.
@@ -48,8 +69,14 @@ pub struct Context {
     pub recorder: Recorder,
     /// Controller metrics.
     pub metrics: Arc<Metrics>,
-    histories: Mutex<HashMap<String, History>>,
+    histories: Mutex<HashMap<String, Option<History>>>,
+    decided: Mutex<HashMap<String, Decided>>,
+    failures: Mutex<HashMap<String, u32>>,
+    clock: Clock,
 }
+
+/// Where a [`Context`] reads the time (tests drive their own).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,7 +102,26 @@ impl Context {
             observer,
             metrics,
             histories: Mutex::new(HashMap::new()),
+            decided: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            clock: Arc::new(Utc::now),
         }
+    }
+
+    /// The same context reading the time from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn last_decision(&self, key: &str) -> Option<Decided> {
+        let decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        decided.get(key).cloned()
+    }
+
+    fn remember(&self, key: &str, d: Decided) {
+        let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        decided.insert(key.to_owned(), d);
     }
 }
 
@@ -85,9 +131,11 @@ fn condition(
     reason: &str,
     message: String,
     previous: &[Condition],
+    now: DateTime<Utc>,
+    generation: Option<i64>,
 ) -> Condition {
     let status = if ok { "True" } else { "False" }.to_owned();
-    let now = Utc::now().to_rfc3339();
+    let now = now.to_rfc3339();
     let since = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -98,6 +146,7 @@ fn condition(
         reason: reason.into(),
         message,
         last_transition_time: since,
+        observed_generation: generation,
     }
 }
 
@@ -125,19 +174,34 @@ pub async fn reconcile(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Actio
     ctx.metrics
         .controller_reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    if result.is_err() {
-        ctx.metrics
-            .controller_reconcile_errors
-            .with_label_values(&[&key])
-            .inc();
+    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    match &result {
+        Ok(_) => {
+            failures.remove(&key);
+        }
+        Err(e) => {
+            *failures.entry(key.clone()).or_default() += 1;
+            ctx.metrics
+                .controller_reconcile_errors
+                .with_label_values(&[&key, e.cause()])
+                .inc();
+        }
     }
     result
 }
 
-/// What the controller does after a failed reconcile: log, then retry in 10 s.
-pub fn error_policy(pool: Arc<WorkerPool>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(pool = %pool.name_any(), %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+/// What the controller does after a failed reconcile: log, then retry with exponential
+/// backoff per pool ([`backoff`]); a success resets it.
+pub fn error_policy(pool: Arc<WorkerPool>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = deployment::identity(&pool);
+    let n = ctx
+        .failures
+        .lock()
+        .map(|f| f.get(&key).copied().unwrap_or(1))
+        .unwrap_or(1);
+    let wait = backoff(n);
+    tracing::warn!(pool = %key, %error, failures = n, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
 }
 
 async fn cleanup(pool: &WorkerPool, ctx: &Context) -> Result<Action, Error> {
@@ -156,61 +220,55 @@ async fn cleanup(pool: &WorkerPool, ctx: &Context) -> Result<Action, Error> {
 async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Error> {
     let name = pool.name_any();
     let key = deployment::identity(pool);
+    let now = (ctx.clock)();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let existing = deployments.get_opt(&deployment::name(&name)).await?;
     let current = existing
         .as_ref()
         .and_then(|d| d.spec.as_ref()?.replicas)
         .unwrap_or(0);
-    let ready = existing
+    let (ready, running) = existing
         .as_ref()
-        .and_then(|d| d.status.as_ref()?.ready_replicas)
-        .unwrap_or(0);
+        .and_then(|d| d.status.as_ref())
+        .map_or((0, 0), |s| {
+            (s.ready_replicas.unwrap_or(0), s.replicas.unwrap_or(0))
+        });
     let previous = pool.status.clone().unwrap_or_default();
-    let queues: Vec<String> = pool.spec.queues.iter().map(|q| q.name.clone()).collect();
-    let sample = ctx.observer.sample(&key, &queues).await;
-    let policy = Policy::from(&pool.spec);
-    let (desired, reason, degraded) = match (&sample, pool.spec.paused) {
-        // Paused: keep the current size (a new pool starts at its minimum).
-        (_, true) => (
-            if existing.is_some() {
-                current
-            } else {
-                policy.min
-            },
-            "paused".to_owned(),
-            None,
-        ),
-        (Ok(s), false) => {
-            let mut histories = ctx.histories.lock().unwrap_or_else(|p| p.into_inner());
-            let h = histories.entry(key.clone()).or_default();
-            let d = decide(&policy, s, current, h, Utc::now());
-            (d.desired, d.reason, None)
-        }
-        (Err(e), false) => {
-            // Without metrics, hold the current size (or start at the minimum).
-            let hold = if existing.is_some() {
-                current
-            } else {
-                policy.min
-            };
-            (
-                hold,
-                "queue statistics unavailable".to_owned(),
-                Some(e.to_string()),
-            )
+    let spec = cadence::fingerprint(&pool.spec);
+    let poll = chrono::Duration::seconds(pool.spec.autoscaling.poll_seconds.clamp(1, 300));
+    let last = ctx.last_decision(&key);
+    let fresh = cadence::due(last.as_ref(), spec, now, poll);
+    let decision = match (&last, fresh) {
+        (Some(d), false) => d.clone(),
+        _ => {
+            ctx.metrics
+                .controller_decisions
+                .with_label_values(&[&key])
+                .inc();
+            let current = existing.as_ref().map(|_| current);
+            decide_now(pool, ctx, &key, current, now, spec).await
         }
     };
+    let desired = decision.desired;
+    let reason = decision.reason.clone();
+    let degraded = decision.degraded.clone();
+    let s = decision.sample;
+
     let dep = deployment::build(pool, desired);
-    deployments
-        .patch(
-            &deployment::name(&name),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&dep),
-        )
-        .await?;
-    let scaled = existing.is_some() && desired != current;
-    let now = Utc::now().to_rfc3339();
+    let built = cadence::fingerprint(&dep);
+    let seen = existing.as_ref().map(|d| (current, d.metadata.generation));
+    let mut applied = last.as_ref().and_then(|d| d.applied);
+    if cadence::must_apply(last.as_ref(), built, seen, desired) {
+        let after = deployments
+            .patch(
+                &deployment::name(&name),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&dep),
+            )
+            .await?;
+        applied = Some((built, after.metadata.generation));
+    }
+    let scaled = fresh && existing.is_some() && desired != current;
     if scaled {
         let direction = if desired > current { "up" } else { "down" };
         ctx.metrics
@@ -234,7 +292,9 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
         }
         tracing::info!(pool = %key, from = current, to = desired, %reason, "scaled");
     }
-    if let Some(e) = &degraded {
+    // Published when the statistics become unavailable, not at every poll while they stay so.
+    let was_degraded = last.as_ref().is_some_and(|d| d.degraded.is_some());
+    if let (true, Some(e), false) = (fresh, &degraded, was_degraded) {
         let event = Event {
             type_: EventType::Warning,
             reason: "MetricsUnavailable".into(),
@@ -244,7 +304,6 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
         };
         let _ = ctx.recorder.publish(&event, &pool.object_ref(&())).await;
     }
-    let s = sample.as_ref().ok().copied().unwrap_or_default();
     let conditions = vec![
         condition(
             "Ready",
@@ -256,6 +315,8 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
             },
             format!("{ready}/{desired} replicas ready"),
             &previous.conditions,
+            now,
+            pool.meta().generation,
         ),
         condition(
             "Scaling",
@@ -267,6 +328,8 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
             },
             reason.clone(),
             &previous.conditions,
+            now,
+            pool.meta().generation,
         ),
         condition(
             "Degraded",
@@ -280,11 +343,13 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
                 .clone()
                 .unwrap_or_else(|| "queue statistics are fresh".into()),
             &previous.conditions,
+            now,
+            pool.meta().generation,
         ),
     ];
     let status = WorkerPoolStatus {
         observed_generation: pool.meta().generation,
-        replicas: desired,
+        replicas: if existing.is_some() { running } else { 0 },
         ready_replicas: ready,
         desired_replicas: desired,
         backlog: s.backlog,
@@ -292,32 +357,38 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
         throughput: (s.completion_per_sec * 100.0).round() / 100.0,
         selector: Some(deployment::selector(&name)),
         last_scale_time: if scaled {
-            Some(now)
+            Some(now.to_rfc3339())
         } else {
             previous.last_scale_time.clone()
         },
         conditions,
     };
-    let pools: Api<WorkerPool> = Api::namespaced(ctx.client.clone(), ns);
-    pools
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
+    // Every status write is a watch event that reconciles the pool again: write only a
+    // status that changed.
+    if pool.status.as_ref() != Some(&status) {
+        let pools: Api<WorkerPool> = Api::namespaced(ctx.client.clone(), ns);
+        pools
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": status})),
+            )
+            .await?;
+    }
+    if fresh {
+        if let Err(e) = crate::report::record(
+            ctx.observer.queue().pool(),
+            &key,
+            "kubernetes",
+            desired,
+            ready,
+            &s,
+            &reason,
         )
-        .await?;
-    if let Err(e) = crate::report::record(
-        ctx.observer.queue().pool(),
-        &key,
-        "kubernetes",
-        desired,
-        ready,
-        &s,
-        &reason,
-    )
-    .await
-    {
-        tracing::warn!(pool = %key, error = %e, "could not record the decision for pgfleet status");
+        .await
+        {
+            tracing::warn!(pool = %key, error = %e, "could not record the decision for pgfleet status");
+        }
     }
     ctx.metrics
         .controller_desired_replicas
@@ -327,7 +398,61 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
         .controller_ready_replicas
         .with_label_values(&[&key])
         .set(i64::from(ready));
-    Ok(Action::requeue(Duration::from_secs(
-        pool.spec.autoscaling.poll_seconds.clamp(1, 300) as u64,
-    )))
+    let decision = Decided {
+        applied,
+        ..decision
+    };
+    let wait = cadence::next_in(&decision, now, poll);
+    ctx.remember(&key, decision);
+    Ok(Action::requeue(wait))
+}
+
+/// Samples the pool's queues and plans its size ([`plan`]: the same decision as local pools).
+async fn decide_now(
+    pool: &WorkerPool,
+    ctx: &Context,
+    key: &str,
+    current: Option<i32>,
+    now: DateTime<Utc>,
+    spec: u64,
+) -> Decided {
+    let queues: Vec<String> = pool.spec.queues.iter().map(|q| q.name.clone()).collect();
+    let sample = ctx.observer.sample(key, &queues).await;
+    let error = sample.as_ref().err().map(ToString::to_string);
+    let p = {
+        let mut histories = ctx.histories.lock().unwrap_or_else(|p| p.into_inner());
+        let h = histories.entry(key.to_owned()).or_default();
+        plan(
+            &Policy::from(&pool.spec),
+            sample
+                .as_ref()
+                .map_err(|_| error.as_deref().unwrap_or_default()),
+            current,
+            h,
+            now,
+        )
+    };
+    Decided {
+        at: now,
+        spec,
+        desired: p.desired,
+        reason: p.reason,
+        degraded: p.degraded,
+        sample: sample.unwrap_or_default(),
+        applied: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn failures_back_off_exponentially_to_five_minutes() {
+        let secs: Vec<u64> = (1..=11).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+    }
 }

@@ -60,6 +60,8 @@ pub struct Policy {
     pub max_step: i32,
     /// Allow zero.
     pub scale_to_zero: bool,
+    /// Hold the size (`spec.paused`).
+    pub paused: bool,
 }
 
 impl From<&WorkerPoolSpec> for Policy {
@@ -77,7 +79,58 @@ impl From<&WorkerPoolSpec> for Policy {
             stabilization: Duration::seconds(a.scale_down_stabilization_seconds),
             max_step: a.max_step.max(1),
             scale_to_zero: a.scale_to_zero,
+            paused: s.paused,
         }
+    }
+}
+
+/// What a pool should run now and why — the one decision of the Kubernetes controller and
+/// of `pgfleet dev`'s local pools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Replicas to run.
+    pub desired: i32,
+    /// Why.
+    pub reason: String,
+    /// Why the queue statistics were unavailable, when they were (the pool is Degraded).
+    pub degraded: Option<String>,
+}
+
+/// Plans a pool's size: paused → hold the current size (a pool that does not exist yet
+/// starts at its minimum); queue statistics unavailable → hold, degraded; otherwise
+/// [`decide`]. A first decision for a pool that exists starts its stabilisation window from
+/// the current size ([`History::starting_at`]).
+pub fn plan(
+    p: &Policy,
+    sample: Result<&Sample, &str>,
+    current: Option<i32>,
+    history: &mut Option<History>,
+    now: DateTime<Utc>,
+) -> Plan {
+    let hold = current.unwrap_or(p.min);
+    match (sample, p.paused) {
+        (_, true) => Plan {
+            desired: hold,
+            reason: "paused".into(),
+            degraded: None,
+        },
+        (Ok(s), false) => {
+            let h = history.get_or_insert_with(|| match current {
+                Some(c) => History::starting_at(now, c),
+                None => History::default(),
+            });
+            let d = decide(p, s, current.unwrap_or(0), h, now);
+            Plan {
+                desired: d.desired,
+                reason: d.reason,
+                degraded: None,
+            }
+        }
+        (Err(e), false) => Plan {
+            desired: hold,
+            reason: "queue statistics unavailable".into(),
+            degraded: Some(e.to_owned()),
+        },
     }
 }
 
@@ -85,6 +138,17 @@ impl From<&WorkerPoolSpec> for Policy {
 #[derive(Debug, Clone, Default)]
 pub struct History {
     recommendations: VecDeque<(DateTime<Utc>, i32)>,
+}
+
+impl History {
+    /// The history of a pool first seen at `now` running `current` replicas (after a
+    /// restart or a leader change): the window starts from the current count, as the HPA's
+    /// does, so the first decisions cannot shrink the pool before a window has passed.
+    pub fn starting_at(now: DateTime<Utc>, current: i32) -> Self {
+        Self {
+            recommendations: VecDeque::from([(now, current)]),
+        }
+    }
 }
 
 /// A decision and why.
@@ -182,6 +246,23 @@ pub fn decide(
 mod tests {
     use super::*;
 
+    #[test]
+    fn after_a_restart_the_window_starts_from_the_current_size() {
+        let mut p = policy();
+        p.stabilization = Duration::seconds(300);
+        p.max_step = 100;
+        let idle = Sample::default();
+        let t0 = Utc::now();
+        // A fresh history would shrink at once; one started from the current size holds.
+        let d = decide(&p, &idle, 8, &mut History::default(), t0);
+        assert!(d.desired < 8, "{d:?}");
+        let mut h = History::starting_at(t0, 8);
+        let d = decide(&p, &idle, 8, &mut h, t0 + Duration::seconds(10));
+        assert_eq!(d.desired, 8, "{d:?}");
+        let d = decide(&p, &idle, 8, &mut h, t0 + Duration::seconds(301));
+        assert!(d.desired < 8, "after the window: {d:?}");
+    }
+
     fn policy() -> Policy {
         Policy {
             enabled: true,
@@ -195,7 +276,35 @@ mod tests {
             stabilization: Duration::seconds(60),
             max_step: 4,
             scale_to_zero: false,
+            paused: false,
         }
+    }
+
+    #[test]
+    fn a_plan_holds_a_paused_or_blind_pool_and_otherwise_decides() {
+        let now = Utc::now();
+        let mut p = policy();
+        let busy = backlog(900);
+        let mut h = None;
+        assert_eq!(
+            plan(&p, Ok(&busy), Some(2), &mut h, now).desired,
+            6,
+            "2 + maxStep 4"
+        );
+        p.paused = true;
+        let paused = plan(&p, Ok(&busy), Some(2), &mut None, now);
+        assert_eq!((paused.desired, paused.reason.as_str()), (2, "paused"));
+        assert_eq!(
+            plan(&p, Ok(&busy), None, &mut None, now).desired,
+            1,
+            "new: at min"
+        );
+        p.paused = false;
+        let blind = plan(&p, Err("db down"), Some(3), &mut None, now);
+        assert_eq!(
+            (blind.desired, blind.degraded.as_deref()),
+            (3, Some("db down"))
+        );
     }
 
     fn backlog(n: i64) -> Sample {

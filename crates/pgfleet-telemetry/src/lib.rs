@@ -80,10 +80,13 @@ pub struct Metrics {
     pub controller_ready_replicas: IntGaugeVec,
     /// Reconcile time.
     pub controller_reconcile_duration: Histogram,
-    /// Failed reconciles by pool.
+    /// Failed reconciles by pool and cause.
     pub controller_reconcile_errors: IntCounterVec,
     /// Scale changes by pool and direction (up, down).
     pub controller_scale_events: IntCounterVec,
+    /// Scaling decisions made (queues sampled), by pool: at most one per `pollSeconds`
+    /// plus one per spec change.
+    pub controller_decisions: IntCounterVec,
     /// Seconds since the process started (a liveness signal for dashboards).
     pub uptime: Gauge,
     /// The queue names used as label values (client-chosen: bounded).
@@ -260,8 +263,9 @@ impl Metrics {
                 HistogramOpts::new("pgfleet_controller_reconcile_duration_seconds", "Reconcile time.")
                     .buckets(LATENCY_BUCKETS.to_vec()),
             )),
-            controller_reconcile_errors: counter(&r, "pgfleet_controller_reconcile_errors_total", "Failed reconciles by pool.", &["pool"]),
+            controller_reconcile_errors: counter(&r, "pgfleet_controller_reconcile_errors_total", "Failed reconciles by pool and cause (kubernetes, conflict, finalizer, invalid).", &["pool", "cause"]),
             controller_scale_events: counter(&r, "pgfleet_controller_scale_events_total", "Replica changes by pool and direction.", &["pool", "direction"]),
+            controller_decisions: counter(&r, "pgfleet_controller_decisions_total", "Scaling decisions (queue samples) by pool.", &["pool"]),
             uptime: register(&r, Gauge::new("pgfleet_uptime_seconds", "Seconds since the process started.")),
             queue_labels: LabelBudget::new(LABEL_BUDGET),
             kind_labels: LabelBudget::new(LABEL_BUDGET),

@@ -1,5 +1,5 @@
 //! `pgfleet dev`'s local pools: WorkerPool YAML files scaled by the controller's own policy
-//! ([`pgfleet_controller::scaling::decide`] on [`Observer`] samples), with in-process
+//! ([`pgfleet_controller::scaling::plan`] on [`Observer`] samples, as the controller), with in-process
 //! workers instead of Deployment replicas — autoscaling to watch on one machine.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pgfleet_controller::observe::Observer;
-use pgfleet_controller::scaling::{decide, History, Policy};
+use pgfleet_controller::scaling::{plan, History, Policy};
 use pgfleet_controller::WorkerPool;
 use pgfleet_queue::Queue;
 use pgfleet_telemetry::Metrics;
@@ -77,65 +77,76 @@ pub async fn run(pool: WorkerPool, rt: Runtime, stop: CancellationToken) -> anyh
     flags.concurrency = usize::try_from(pool.spec.concurrency).unwrap_or(1).max(1);
     let policy = Policy::from(&pool.spec);
     let poll = Duration::from_secs(pool.spec.autoscaling.poll_seconds.clamp(1, 300) as u64);
-    let mut history = History::default();
+    let mut history: Option<History> = None;
+    let mut started = false;
     let mut workers: Vec<(CancellationToken, JoinHandle<()>)> = Vec::new();
     let mut draining: Vec<JoinHandle<()>> = Vec::new();
     loop {
         draining.retain(|t| !t.is_finished());
         let current = i32::try_from(workers.len()).unwrap_or(i32::MAX);
-        match rt.observer.sample(&name, &queues).await {
-            Ok(sample) => {
-                let d = decide(&policy, &sample, current, &mut history, chrono::Utc::now());
-                while workers.len() < usize::try_from(d.desired).unwrap_or(0) {
-                    let worker = flags.build(
-                        &rt.worker_queue,
-                        rt.options.clone(),
-                        &rt.handlers,
-                        rt.metrics.clone(),
-                    )?;
-                    let token = stop.child_token();
-                    let t = token.clone();
-                    let task = tokio::spawn(async move {
-                        if let Err(e) = worker.run(t).await {
-                            tracing::warn!(error = %e, "local worker stopped with an error");
-                        }
-                    });
-                    workers.push((token, task));
-                }
-                while workers.len() > usize::try_from(d.desired).unwrap_or(0) {
-                    if let Some((token, task)) = workers.pop() {
-                        token.cancel(); // graceful: in-flight jobs finish, the rest is released
-                        draining.push(task);
+        let sample = rt.observer.sample(&name, &queues).await;
+        let error = sample.as_ref().err().map(ToString::to_string);
+        // The controller's decision: a paused pool holds its size, a blind one too.
+        let d = plan(
+            &policy,
+            sample
+                .as_ref()
+                .map_err(|_| error.as_deref().unwrap_or_default()),
+            started.then_some(current),
+            &mut history,
+            chrono::Utc::now(),
+        );
+        started = true;
+        if let Some(e) = &d.degraded {
+            tracing::warn!(pool = %name, error = %e, "queue statistics unavailable; holding");
+        }
+        if let Ok(sample) = &sample {
+            while workers.len() < usize::try_from(d.desired).unwrap_or(0) {
+                let worker = flags.build(
+                    &rt.worker_queue,
+                    rt.options.clone(),
+                    &rt.handlers,
+                    rt.metrics.clone(),
+                )?;
+                let token = stop.child_token();
+                let t = token.clone();
+                let task = tokio::spawn(async move {
+                    if let Err(e) = worker.run(t).await {
+                        tracing::warn!(error = %e, "local worker stopped with an error");
                     }
-                }
-                if d.desired != current {
-                    tracing::info!(pool = %name, from = current, to = d.desired, reason = %d.reason, "local pool scaled");
-                }
-                rt.metrics
-                    .controller_desired_replicas
-                    .with_label_values(&[&name])
-                    .set(i64::from(d.desired));
-                rt.metrics
-                    .controller_ready_replicas
-                    .with_label_values(&[&name])
-                    .set(workers.len() as i64);
-                let actual = i32::try_from(workers.len()).unwrap_or(i32::MAX);
-                if let Err(e) = pgfleet_controller::report::record(
-                    rt.observer.queue().pool(),
-                    &name,
-                    "local",
-                    d.desired,
-                    actual,
-                    &sample,
-                    &d.reason,
-                )
-                .await
-                {
-                    tracing::warn!(pool = %name, error = %e, "could not record the pool's state");
+                });
+                workers.push((token, task));
+            }
+            while workers.len() > usize::try_from(d.desired).unwrap_or(0) {
+                if let Some((token, task)) = workers.pop() {
+                    token.cancel(); // graceful: in-flight jobs finish, the rest is released
+                    draining.push(task);
                 }
             }
-            Err(e) => {
-                tracing::warn!(pool = %name, error = %e, "queue statistics unavailable; holding")
+            if d.desired != current {
+                tracing::info!(pool = %name, from = current, to = d.desired, reason = %d.reason, "local pool scaled");
+            }
+            rt.metrics
+                .controller_desired_replicas
+                .with_label_values(&[&name])
+                .set(i64::from(d.desired));
+            rt.metrics
+                .controller_ready_replicas
+                .with_label_values(&[&name])
+                .set(workers.len() as i64);
+            let actual = i32::try_from(workers.len()).unwrap_or(i32::MAX);
+            if let Err(e) = pgfleet_controller::report::record(
+                rt.observer.queue().pool(),
+                &name,
+                "local",
+                d.desired,
+                actual,
+                sample,
+                &d.reason,
+            )
+            .await
+            {
+                tracing::warn!(pool = %name, error = %e, "could not record the pool's state");
             }
         }
         tokio::select! {

@@ -1,4 +1,6 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::events::v1::Event;
@@ -7,22 +9,32 @@ use kube::ResourceExt;
 use kube_fake_client::ClientBuilder;
 use pgfleet_controller::crd::{Autoscaling, DatabaseRef, QueueWeight, WorkerPool, WorkerPoolSpec};
 use pgfleet_controller::observe::Observer;
-use pgfleet_controller::reconcile::{reconcile, Context, FINALIZER};
+use pgfleet_controller::reconcile::{reconcile, Clock, Context, FINALIZER};
 use pgfleet_queue::NewJob;
 use serde_json::json;
 
-/// A reconcile context on `client`, reading queue statistics through `queue`.
+/// A reconcile context on `client`, reading queue statistics through `queue`, whose clock
+/// moves an hour at each pass: every pass is a poll later, so every pass decides.
 fn context(
     client: &kube::Client,
     queue: &pgfleet_queue::Queue,
     metrics: Arc<pgfleet_telemetry::Metrics>,
 ) -> Arc<Context> {
-    Arc::new(Context::new(
-        client.clone(),
-        Arc::new(Observer::new(queue.clone())),
-        metrics,
-        "test-0",
-    ))
+    let t = Arc::new(Mutex::new(Utc::now()));
+    let polls_apart: Clock = Arc::new(move || {
+        let mut t = t.lock().unwrap();
+        *t += chrono::Duration::hours(1);
+        *t
+    });
+    Arc::new(
+        Context::new(
+            client.clone(),
+            Arc::new(Observer::new(queue.clone())),
+            metrics,
+            "test-0",
+        )
+        .with_clock(polls_apart),
+    )
 }
 
 const OTHER: &str = "example.com/backup";
@@ -162,7 +174,8 @@ async fn reconcile_applies_the_deployment_patches_status_and_scales_with_events(
             status.replicas,
             status.ready_replicas
         ),
-        (5, 5, 0)
+        (5, 0, 0),
+        "status.replicas counts the pods that exist, not the desired"
     );
     assert_eq!(status.backlog, 450, "only the pool's queues count");
     assert_eq!(status.observed_generation, p.metadata.generation);
@@ -370,5 +383,84 @@ async fn deleting_a_pool_releases_its_partition_leases() -> anyhow::Result<()> {
         deployments.get_opt("emails-workers").await?.is_none(),
         "nothing applied while deleting"
     );
+    Ok(())
+}
+
+/// The event loop reconciles a pool again at every watch event its own writes cause. Driven
+/// that way — back to back, 250 ms of clock apart, with the backlog growing between passes
+/// — the pool still decides once per `pollSeconds` (5 s), and writes its status and
+/// Deployment only when they change.
+#[tokio::test]
+async fn back_to_back_reconciles_decide_once_per_poll_and_write_only_changes() -> anyhow::Result<()>
+{
+    let (_db, queue) = pgfleet_testkit::migrated().await?;
+    let client = ClientBuilder::new()
+        .with_resource::<WorkerPool>()
+        .with_status_subresource::<WorkerPool>()
+        .with_status_subresource::<Deployment>()
+        .with_object(pool("storm"))
+        .build()
+        .await?;
+    let metrics = Arc::new(pgfleet_telemetry::Metrics::new("controller"));
+    let now = Arc::new(Mutex::new(Utc::now()));
+    let clock: Clock = {
+        let now = now.clone();
+        Arc::new(move || *now.lock().unwrap())
+    };
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Arc::new(Observer::new(queue.clone())),
+            metrics.clone(),
+            "test-0",
+        )
+        .with_clock(clock),
+    );
+    let pools: Api<WorkerPool> = Api::namespaced(client.clone(), "jobs");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "jobs");
+    // The finalizer pass.
+    reconcile(Arc::new(pools.get("storm").await?), ctx.clone()).await?;
+
+    let version = |o: &Option<String>| o.clone().unwrap_or_default();
+    let (mut pool_writes, mut deployment_writes) = (0, 0);
+    let (mut last_pool, mut last_dep) = (String::new(), String::new());
+    let mut requeues = Vec::new();
+    for pass in 0..40 {
+        let jobs: Vec<NewJob> = (0..30).map(|_| NewJob::new("mail", "noop")).collect();
+        queue.enqueue_many(&jobs).await?;
+        let action = reconcile(Arc::new(pools.get("storm").await?), ctx.clone()).await?;
+        requeues.push(format!("{action:?}"));
+        let p = version(&pools.get("storm").await?.metadata.resource_version);
+        let d = version(
+            &deployments
+                .get("storm-workers")
+                .await?
+                .metadata
+                .resource_version,
+        );
+        if pass > 0 {
+            pool_writes += usize::from(p != last_pool);
+            deployment_writes += usize::from(d != last_dep);
+        }
+        (last_pool, last_dep) = (p, d);
+        *now.lock().unwrap() += chrono::Duration::milliseconds(250);
+    }
+    // 40 passes over 10 s of clock: decisions at 0, 5 s (and not again until 10 s).
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            "pgfleet_controller_decisions_total{pool=\"jobs/storm\",component=\"controller\"} 2"
+        ),
+        "{text}"
+    );
+    // Only the second decision changes anything after the first pass: one status write and
+    // at most one Deployment write (it scales when the grown backlog asks for more).
+    assert_eq!(pool_writes, 1, "status writes after the first pass");
+    assert!(
+        deployment_writes <= 1,
+        "Deployment writes: {deployment_writes}"
+    );
+    // Between decisions the pool asks to come back when the next one is due.
+    assert!(requeues[1].contains("4.75"), "{:?}", &requeues[..3]);
     Ok(())
 }
