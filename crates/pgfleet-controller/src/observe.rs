@@ -1,17 +1,30 @@
 //! Queue statistics per pool, from PostgreSQL: what the scaling policy decides on.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
 use pgfleet_queue::{Queue, QueueError};
 
 use crate::scaling::Sample;
 
+/// Why queue statistics are unavailable.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The controller has not reached PostgreSQL yet (it keeps trying).
+    #[error("PostgreSQL is not reachable yet: {0}")]
+    Unreachable(String),
+    /// A query failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
 /// Samples the queues of pools; remembers each pool's previous backlog to estimate the
-/// arrival rate (completions + backlog growth).
+/// arrival rate (completions + backlog growth). It can start before PostgreSQL is reachable
+/// ([`Observer::connecting`]): until [`Observer::connected`], every sample fails with the
+/// reason, so pools hold their size and report `Degraded`.
 pub struct Observer {
-    queue: Queue,
+    queue: RwLock<Result<Queue, String>>,
     previous: Mutex<HashMap<String, (Instant, i64)>>,
 }
 
@@ -25,22 +38,50 @@ impl Observer {
     /// An observer reading through `queue`.
     pub fn new(queue: Queue) -> Self {
         Self {
-            queue,
+            queue: RwLock::new(Ok(queue)),
             previous: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The queue handle.
-    pub fn queue(&self) -> &Queue {
-        &self.queue
+    /// An observer still waiting for PostgreSQL.
+    pub fn connecting() -> Self {
+        Self {
+            queue: RwLock::new(Err("connecting".into())),
+            previous: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// PostgreSQL is reachable: read through `queue` from now on.
+    pub fn connected(&self, queue: Queue) {
+        if let Ok(mut q) = self.queue.write() {
+            *q = Ok(queue);
+        }
+    }
+
+    /// Records why PostgreSQL is still unreachable (reported by every sample until then).
+    pub fn unreachable(&self, reason: impl Into<String>) {
+        if let Ok(mut q) = self.queue.write() {
+            if q.is_err() {
+                *q = Err(reason.into());
+            }
+        }
+    }
+
+    /// The queue handle, once connected.
+    pub fn queue(&self) -> Option<Queue> {
+        self.queue.read().ok()?.as_ref().ok().cloned()
     }
 
     /// What `queues` look like now, for the pool `key` (namespace/name).
     ///
     /// # Errors
-    /// Database failures.
-    pub async fn sample(&self, key: &str, queues: &[String]) -> Result<Sample, QueueError> {
-        let stats = self.queue.stats().await?;
+    /// [`ObserveError`]: not connected yet, or a query failed.
+    pub async fn sample(&self, key: &str, queues: &[String]) -> Result<Sample, ObserveError> {
+        let queue = match self.queue.read() {
+            Ok(q) => q.clone().map_err(ObserveError::Unreachable)?,
+            Err(_) => return Err(ObserveError::Unreachable("observer poisoned".into())),
+        };
+        let stats = queue.stats().await?;
         let mut s = Sample::default();
         let mut completed_last_minute = 0;
         for q in stats.iter().filter(|q| queues.contains(&q.queue)) {
@@ -57,8 +98,9 @@ impl Observer {
              WHERE queue = ANY($1) AND state = 'completed' AND finalized_at > now() - interval '1 minute'",
         )
         .bind(queues)
-        .fetch_one(self.queue.pool())
-        .await?
+        .fetch_one(queue.pool())
+        .await
+        .map_err(QueueError::from)?
         .unwrap_or(0.0);
         let now = Instant::now();
         let growth = match self.previous.lock() {

@@ -206,14 +206,18 @@ pub fn error_policy(pool: Arc<WorkerPool>, error: &Error, ctx: Arc<Context>) -> 
 
 async fn cleanup(pool: &WorkerPool, ctx: &Context) -> Result<Action, Error> {
     let key = deployment::identity(pool);
-    match ctx.observer.queue().release_pool(&key).await {
+    // The leases expire on their own within the ownership TTL; never block deletion.
+    let Some(queue) = ctx.observer.queue() else {
+        tracing::warn!(pool = %key, "PostgreSQL unreachable: partition leases left to expire");
+        return Ok(Action::await_change());
+    };
+    match queue.release_pool(&key).await {
         Ok(n) => {
             tracing::info!(pool = %key, released = n, "pool deleted: partition leases released")
         }
-        // The leases expire on their own within the ownership TTL; do not block deletion.
         Err(e) => tracing::warn!(pool = %key, error = %e, "could not release partition leases"),
     }
-    let _ = crate::report::forget(ctx.observer.queue().pool(), &key).await;
+    let _ = crate::report::forget(queue.pool(), &key).await;
     Ok(Action::await_change())
 }
 
@@ -375,9 +379,9 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
             )
             .await?;
     }
-    if fresh {
+    if let (true, Some(queue)) = (fresh, ctx.observer.queue()) {
         if let Err(e) = crate::report::record(
-            ctx.observer.queue().pool(),
+            queue.pool(),
             &key,
             "kubernetes",
             desired,

@@ -8,6 +8,7 @@ use pgfleet_controller::observe::Observer;
 use pgfleet_controller::reconcile::Context;
 use pgfleet_controller::run::Settings;
 use pgfleet_queue::Queue;
+use tokio_util::sync::CancellationToken;
 
 use crate::database::DbArgs;
 
@@ -44,9 +45,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster service account or KUBECONFIG)")?;
-    let pool = args.db.connect().await?;
-    pgfleet_queue::migrate::migrate(&pool, None).await?;
-    let queue = Queue::new(pool).await?;
+    // PostgreSQL may be down when the controller starts: serve the probes (not ready),
+    // reconcile pools as Degraded holding their size, and keep trying with backoff.
+    let observer = Arc::new(Observer::connecting());
     let metrics = Arc::new(pgfleet_telemetry::Metrics::new("controller"));
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME")
@@ -58,8 +59,25 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
         let m = metrics.clone();
+        let o = observer.clone();
         let app = axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let connected = o.queue().is_some();
+                    async move {
+                        if connected {
+                            (axum::http::StatusCode::OK, "ready")
+                        } else {
+                            (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "PostgreSQL not reachable yet",
+                            )
+                        }
+                    }
+                }),
+            )
             .route(
                 "/metrics",
                 axum::routing::get(move || {
@@ -82,12 +100,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 .await
         });
     }
-    let ctx = Arc::new(Context::new(
-        client,
-        Arc::new(Observer::new(queue.clone())),
-        metrics,
-        &identity,
+    tokio::spawn(connect_with_backoff(
+        args.db,
+        observer.clone(),
+        stop.clone(),
     ));
+    let ctx = Arc::new(Context::new(client, observer.clone(), metrics, &identity));
     let settings = Settings {
         namespace: args.namespace,
         lease_namespace: args.lease_namespace,
@@ -96,8 +114,41 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         lease_ttl: Duration::from_secs(args.lease_ttl_secs.max(3)),
     };
     pgfleet_controller::run::run(ctx, settings, stop).await;
-    queue.close().await;
+    if let Some(queue) = observer.queue() {
+        queue.close().await;
+    }
     Ok(())
+}
+
+/// Connects to PostgreSQL, applies the migrations and hands the queue to `observer`,
+/// retrying with exponential backoff (1 s doubling to 30 s) until it succeeds or `stop`.
+async fn connect_with_backoff(db: DbArgs, observer: Arc<Observer>, stop: CancellationToken) {
+    let mut failures = 0;
+    loop {
+        let attempt = async {
+            let pool = db.connect().await?;
+            pgfleet_queue::migrate::migrate(&pool, None).await?;
+            anyhow::Ok(Queue::new(pool).await?)
+        };
+        match attempt.await {
+            Ok(queue) => {
+                tracing::info!("connected to PostgreSQL");
+                observer.connected(queue);
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                let wait =
+                    pgfleet_controller::reconcile::backoff(failures).min(Duration::from_secs(30));
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "PostgreSQL unreachable; pools are held and Degraded");
+                observer.unreachable(format!("{e:#}"));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Prints the WorkerPool CRD.

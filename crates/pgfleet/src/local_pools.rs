@@ -135,18 +135,20 @@ pub async fn run(pool: WorkerPool, rt: Runtime, stop: CancellationToken) -> anyh
                 .with_label_values(&[&name])
                 .set(workers.len() as i64);
             let actual = i32::try_from(workers.len()).unwrap_or(i32::MAX);
-            if let Err(e) = pgfleet_controller::report::record(
-                rt.observer.queue().pool(),
-                &name,
-                "local",
-                d.desired,
-                actual,
-                sample,
-                &d.reason,
-            )
-            .await
-            {
-                tracing::warn!(pool = %name, error = %e, "could not record the pool's state");
+            if let Some(queue) = rt.observer.queue() {
+                let recorded = pgfleet_controller::report::record(
+                    queue.pool(),
+                    &name,
+                    "local",
+                    d.desired,
+                    actual,
+                    sample,
+                    &d.reason,
+                )
+                .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(pool = %name, error = %e, "could not record the pool's state");
+                }
             }
         }
         tokio::select! {
@@ -161,6 +163,8 @@ pub async fn run(pool: WorkerPool, rt: Runtime, stop: CancellationToken) -> anyh
     for t in draining {
         let _ = t.await;
     }
-    let _ = pgfleet_controller::report::forget(rt.observer.queue().pool(), &name).await;
+    if let Some(queue) = rt.observer.queue() {
+        let _ = pgfleet_controller::report::forget(queue.pool(), &name).await;
+    }
     Ok(())
 }

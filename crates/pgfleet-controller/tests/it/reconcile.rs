@@ -464,3 +464,88 @@ async fn back_to_back_reconciles_decide_once_per_poll_and_write_only_changes() -
     assert!(requeues[1].contains("4.75"), "{:?}", &requeues[..3]);
     Ok(())
 }
+
+/// PostgreSQL down when the controller starts: a pool is still reconciled — a new one at
+/// its minimum, an existing one held at its size — and reports Degraded with the reason,
+/// with one MetricsUnavailable Warning; once connected, it scales from the queues again.
+#[tokio::test]
+async fn before_postgresql_is_reachable_pools_are_held_and_degraded() -> anyhow::Result<()> {
+    let (_db, queue) = pgfleet_testkit::migrated().await?;
+    let jobs: Vec<NewJob> = (0..450).map(|_| NewJob::new("mail", "noop")).collect();
+    queue.enqueue_many(&jobs).await?;
+    let client = ClientBuilder::new()
+        .with_resource::<WorkerPool>()
+        .with_status_subresource::<WorkerPool>()
+        .with_status_subresource::<Deployment>()
+        .with_object(pool("blind"))
+        .build()
+        .await?;
+    let observer = Arc::new(Observer::connecting());
+    observer.unreachable("connection refused (127.0.0.1:5432)");
+    let t = Arc::new(Mutex::new(Utc::now()));
+    let polls_apart: Clock = Arc::new(move || {
+        let mut t = t.lock().unwrap();
+        *t += chrono::Duration::hours(1);
+        *t
+    });
+    let metrics = Arc::new(pgfleet_telemetry::Metrics::new("controller"));
+    let ctx = Arc::new(
+        Context::new(client.clone(), observer.clone(), metrics, "test-0").with_clock(polls_apart),
+    );
+    let pools: Api<WorkerPool> = Api::namespaced(client.clone(), "jobs");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "jobs");
+    for _ in 0..4 {
+        reconcile(Arc::new(pools.get("blind").await?), ctx.clone()).await?;
+    }
+    let replicas = || async {
+        anyhow::Ok(
+            deployments
+                .get("blind-workers")
+                .await?
+                .spec
+                .unwrap()
+                .replicas,
+        )
+    };
+    assert_eq!(
+        replicas().await?,
+        Some(1),
+        "a new pool starts at its minimum"
+    );
+    let p = pools.get("blind").await?;
+    let status = p.status.clone().unwrap();
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.status, "True");
+    assert!(
+        degraded.message.contains("not reachable yet") && degraded.message.contains("refused"),
+        "{degraded:?}"
+    );
+    assert_eq!(degraded.observed_generation, p.metadata.generation);
+    let events: Api<Event> = Api::namespaced(client.clone(), "jobs");
+    let warnings = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("MetricsUnavailable"))
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "published when it became unavailable, not every poll"
+    );
+
+    // Connected: the same pool now follows its backlog.
+    observer.connected(queue.clone());
+    reconcile(Arc::new(pools.get("blind").await?), ctx.clone()).await?;
+    assert_eq!(replicas().await?, Some(5), "ceil(450 / 100)");
+    let status = pools.get("blind").await?.status.unwrap();
+    assert!(status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Degraded" && c.status == "False"));
+    Ok(())
+}
