@@ -9,7 +9,12 @@
 // attribute.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint,
+};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +28,7 @@ use serde::{Deserialize, Serialize};
     status = "WorkerPoolStatus",
     derive = "Default",
     shortname = "wp",
+    validation = Rule::new("size(self.metadata.name) <= 63").message("the pool's name must be at most 63 characters: it is a label value of its pods"),
     category = "pgfleet",
     doc = "A pool of pgfleet workers serving some queues, scaled from queue backlog and lag.",
     scale(
@@ -106,6 +112,28 @@ pub struct WorkerPoolSpec {
     /// Stop reconciling replicas (the Deployment keeps its current size).
     #[serde(default)]
     pub paused: bool,
+    /// The workers' service account (they never call the API server; its token is not
+    /// mounted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Node labels the workers' pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the workers' pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Pod affinity and anti-affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// How the pods spread across zones and nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Secrets to pull the image with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// The pods' PriorityClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
 }
 
 /// A queue and its weight.

@@ -8,7 +8,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecurityContext,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
+    SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -115,7 +116,14 @@ pub fn build(pool: &WorkerPool, replicas: i32) -> Deployment {
             ..Default::default()
         },
     ];
-    env.extend(spec.env.iter().cloned());
+    // The user's entries win over ours, and a name listed twice keeps its last value: the
+    // API server refuses a container whose env repeats a name.
+    for e in &spec.env {
+        match env.iter_mut().find(|x| x.name == e.name) {
+            Some(x) => *x = e.clone(),
+            None => env.push(e.clone()),
+        }
+    }
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -192,16 +200,134 @@ pub fn build(pool: &WorkerPool, replicas: i32) -> Deployment {
                     termination_grace_period_seconds: Some(
                         i64::from(spec.shutdown_grace_seconds) + 5,
                     ),
+                    // The `restricted` Pod Security level: non-root, no privilege
+                    // escalation, all capabilities dropped, RuntimeDefault seccomp; and no
+                    // service-account token, since workers never call the API server.
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(10001),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
                         ..Default::default()
                     }),
+                    automount_service_account_token: Some(false),
+                    service_account_name: spec.service_account_name.clone(),
+                    node_selector: (!spec.node_selector.is_empty())
+                        .then(|| spec.node_selector.clone()),
+                    tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+                    affinity: spec.affinity.clone(),
+                    topology_spread_constraints: (!spec.topology_spread_constraints.is_empty())
+                        .then(|| spec.topology_spread_constraints.clone()),
+                    image_pull_secrets: (!spec.image_pull_secrets.is_empty())
+                        .then(|| spec.image_pull_secrets.clone()),
+                    priority_class_name: spec.priority_class_name.clone(),
                     ..Default::default()
                 }),
             },
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{QueueWeight, WorkerPoolSpec};
+    use k8s_openapi::api::core::v1::{LocalObjectReference, Toleration};
+
+    fn pool(spec: WorkerPoolSpec) -> WorkerPool {
+        let mut p = WorkerPool::new("emails", spec);
+        p.metadata.namespace = Some("jobs".into());
+        p
+    }
+
+    fn spec() -> WorkerPoolSpec {
+        WorkerPoolSpec {
+            image: "pgfleet:test".into(),
+            queues: vec![QueueWeight {
+                name: "mail".into(),
+                weight: 1,
+            }],
+            concurrency: 10,
+            max_replicas: 3,
+            min_replicas: 1,
+            ..Default::default()
+        }
+    }
+
+    fn env(d: &Deployment) -> Vec<EnvVar> {
+        let pod = d.spec.clone().unwrap().template.spec.unwrap();
+        pod.containers[0].env.clone().unwrap()
+    }
+
+    #[test]
+    fn the_users_env_wins_and_no_name_repeats() {
+        let mut s = spec();
+        s.env = vec![
+            EnvVar {
+                name: "PGFLEET_LOG_FORMAT".into(),
+                value: Some("text".into()),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "OTEL_SERVICE_NAME".into(),
+                value: Some("a".into()),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "OTEL_SERVICE_NAME".into(),
+                value: Some("b".into()),
+                ..Default::default()
+            },
+        ];
+        let env = env(&build(&pool(s), 1));
+        let mut names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n, "no name repeats: {names:?}");
+        let value = |n: &str| env.iter().find(|e| e.name == n).unwrap().value.clone();
+        assert_eq!(value("PGFLEET_LOG_FORMAT").as_deref(), Some("text"));
+        assert_eq!(value("OTEL_SERVICE_NAME").as_deref(), Some("b"));
+        assert!(env.iter().any(|e| e.name == "PGFLEET_DATABASE_URL"));
+    }
+
+    #[test]
+    fn the_pod_passes_the_restricted_level_and_takes_the_scheduling_fields() {
+        let d = build(&pool(spec()), 1);
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let sc = pod.security_context.unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(c.allow_privilege_escalation, Some(false));
+        assert_eq!(c.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
+        assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+
+        let mut s = spec();
+        s.service_account_name = Some("workers".into());
+        s.node_selector = BTreeMap::from([("pool".to_owned(), "jobs".to_owned())]);
+        s.tolerations = vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }];
+        s.image_pull_secrets = vec![LocalObjectReference {
+            name: "registry".into(),
+        }];
+        s.priority_class_name = Some("batch".into());
+        let pod = build(&pool(s), 1).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("workers"));
+        assert_eq!(pod.node_selector.unwrap()["pool"], "jobs");
+        assert_eq!(
+            pod.tolerations.unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("batch"));
     }
 }

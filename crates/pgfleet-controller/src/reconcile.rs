@@ -262,16 +262,44 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
     let built = cadence::fingerprint(&dep);
     let seen = existing.as_ref().map(|d| (current, d.metadata.generation));
     let mut applied = last.as_ref().and_then(|d| d.applied);
+    let mut apply_failed: Option<kube::Error> = None;
     if cadence::must_apply(last.as_ref(), built, seen, desired) {
-        let after = deployments
+        match deployments
             .patch(
                 &deployment::name(&name),
                 &PatchParams::apply(MANAGER).force(),
                 &Patch::Apply(&dep),
             )
-            .await?;
-        applied = Some((built, after.metadata.generation));
+            .await
+        {
+            Ok(after) => applied = Some((built, after.metadata.generation)),
+            Err(e) => {
+                // Visible where users look: a Warning Event and the Degraded condition
+                // carry the API server's message; the reconcile then fails and backs off.
+                let message = match &e {
+                    kube::Error::Api(ae) => ae.message.clone(),
+                    other => other.to_string(),
+                };
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "ApplyFailed".into(),
+                    note: Some(format!(
+                        "cannot apply Deployment {}: {message}",
+                        deployment::name(&name)
+                    )),
+                    action: "Apply".into(),
+                    secondary: None,
+                };
+                let _ = ctx.recorder.publish(&event, &pool.object_ref(&())).await;
+                applied = None;
+                apply_failed = Some(e);
+            }
+        }
     }
+    let apply_message = apply_failed.as_ref().map(|e| match e {
+        kube::Error::Api(ae) => format!("cannot apply the Deployment: {}", ae.message),
+        other => format!("cannot apply the Deployment: {other}"),
+    });
     let scaled = fresh && existing.is_some() && desired != current;
     if scaled {
         let direction = if desired > current { "up" } else { "down" };
@@ -337,14 +365,15 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
         ),
         condition(
             "Degraded",
-            degraded.is_some(),
-            if degraded.is_some() {
-                "MetricsUnavailable"
-            } else {
-                "MetricsAvailable"
+            degraded.is_some() || apply_message.is_some(),
+            match (&apply_message, &degraded) {
+                (Some(_), _) => "ApplyFailed",
+                (None, Some(_)) => "MetricsUnavailable",
+                (None, None) => "MetricsAvailable",
             },
-            degraded
+            apply_message
                 .clone()
+                .or_else(|| degraded.clone())
                 .unwrap_or_else(|| "queue statistics are fresh".into()),
             &previous.conditions,
             now,
@@ -408,7 +437,10 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
     };
     let wait = cadence::next_in(&decision, now, poll);
     ctx.remember(&key, decision);
-    Ok(Action::requeue(wait))
+    match apply_failed {
+        Some(e) => Err(Error::Kube(e)),
+        None => Ok(Action::requeue(wait)),
+    }
 }
 
 /// Samples the pool's queues and plans its size ([`plan`]: the same decision as local pools).

@@ -117,3 +117,60 @@ fn bad_pools_are_refused_by_the_schema() {
         "scale subresource"
     );
 }
+
+/// The CRD's CEL rules, evaluated by a CEL implementation (kube-cel, the Kubernetes CEL
+/// library port) as the API server would on create: the samples pass, each bad pool is
+/// refused by the rule meant for it.
+#[test]
+fn cel_rules_refuse_what_the_schema_cannot() {
+    let schema = schema();
+    let cel = |doc: &Value| -> Result<(), Vec<String>> {
+        kube_cel::validate(&schema, doc, None)
+            .map_err(|e| e.into_vec().into_iter().map(|e| e.message).collect())
+    };
+    let sample: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("samples/workerpool-default.yaml")).unwrap(),
+    )
+    .unwrap();
+    cel(&sample).unwrap_or_else(|e| panic!("the sample passes: {e:?}"));
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut d = sample.clone();
+        f(&mut d);
+        d
+    };
+    for (doc, expected) in [
+        (
+            with(&|d| {
+                d["spec"]["minReplicas"] = json!(5);
+                d["spec"]["maxReplicas"] = json!(2);
+            }),
+            "minReplicas must not exceed maxReplicas",
+        ),
+        (
+            with(&|d| {
+                d["spec"]["minReplicas"] = json!(0);
+                d["spec"]["autoscaling"]["scaleToZero"] = json!(false);
+            }),
+            "minReplicas 0 needs autoscaling.scaleToZero",
+        ),
+        (
+            with(&|d| {
+                d["spec"]["replicas"] = json!(1000);
+                d["spec"]["autoscaling"]["enabled"] = json!(true);
+            }),
+            "replicas must be within minReplicas..maxReplicas",
+        ),
+        (
+            with(&|d| d["metadata"]["name"] = json!("x".repeat(64))),
+            "at most 63 characters",
+        ),
+    ] {
+        let errors = cel(&doc).expect_err(expected);
+        assert!(
+            errors.iter().any(|m| m.contains(expected)),
+            "{expected}: {errors:?}"
+        );
+    }
+    // 63 characters is fine.
+    cel(&with(&|d| d["metadata"]["name"] = json!("x".repeat(63)))).unwrap();
+}

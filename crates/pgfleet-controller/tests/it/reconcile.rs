@@ -73,6 +73,7 @@ fn pool(name: &str) -> WorkerPool {
             },
             shutdown_grace_seconds: 25,
             paused: false,
+            ..Default::default()
         },
     );
     p.metadata.namespace = Some("jobs".into());

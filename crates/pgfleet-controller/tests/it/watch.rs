@@ -68,3 +68,121 @@ async fn watches_pools_and_only_its_own_deployments() -> anyhow::Result<()> {
         && u.contains("resourceVersion=7")));
     Ok(())
 }
+
+/// A Deployment the API server refuses (here a 422 as for an invalid pod template) is
+/// visible where users look: a Warning Event and the pool's Degraded condition carry the
+/// API server's message, and the reconcile fails (to be retried with backoff).
+#[tokio::test]
+async fn a_refused_deployment_sets_degraded_and_a_warning_event() -> anyhow::Result<()> {
+    use http::StatusCode;
+    use pgfleet_controller::crd::{DatabaseRef, QueueWeight, WorkerPool, WorkerPoolSpec};
+    use pgfleet_controller::reconcile::{reconcile, FINALIZER};
+
+    let (_db, queue) = pgfleet_testkit::migrated().await?;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Arc::new(Context::new(
+        client,
+        Arc::new(Observer::new(queue)),
+        Arc::new(pgfleet_telemetry::Metrics::new("controller")),
+        "test-0",
+    ));
+    let mut pool = WorkerPool::new(
+        "emails",
+        WorkerPoolSpec {
+            image: "pgfleet:test".into(),
+            queues: vec![QueueWeight {
+                name: "mail".into(),
+                weight: 1,
+            }],
+            concurrency: 10,
+            min_replicas: 1,
+            max_replicas: 3,
+            database: DatabaseRef {
+                secret_name: "db".into(),
+                key: "url".into(),
+            },
+            ..Default::default()
+        },
+    );
+    pool.metadata.namespace = Some("jobs".into());
+    pool.metadata.uid = Some("7f1c8f5e-2a2b-4c7e-9d61-0b7d5c0e1a13".into());
+    pool.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let pool_json = serde_json::to_vec(&pool)?;
+    const REFUSAL: &str = "Deployment.apps \"emails-workers\" is invalid: spec.template.spec.containers[0].env[1].name: Duplicate value: \"PGFLEET_LOG_FORMAT\"";
+
+    let server = tokio::spawn(async move {
+        let mut event_note = None;
+        let mut status_patch = None;
+        while let Ok(Some((req, send))) =
+            tokio::time::timeout(Duration::from_secs(10), handle.next_request()).await
+        {
+            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+            let body = req.into_body().collect_bytes().await.unwrap_or_default();
+            let status = |code: u16, reason: &str, message: &str| {
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": message, "reason": reason, "code": code})
+                .to_string()
+            };
+            let (code, answer) = match (method.as_str(), path.as_str()) {
+                ("GET", "/apis/apps/v1/namespaces/jobs/deployments/emails-workers") => {
+                    (404, status(404, "NotFound", "not found"))
+                }
+                ("PATCH", "/apis/apps/v1/namespaces/jobs/deployments/emails-workers") => {
+                    (422, status(422, "Invalid", REFUSAL))
+                }
+                ("POST", p) if p.ends_with("/events") => {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    event_note = Some((v["type"].clone(), v["reason"].clone(), v["note"].clone()));
+                    (201, String::from_utf8_lossy(&body).into_owned())
+                }
+                (
+                    "PATCH",
+                    "/apis/pgfleet.dev/v1alpha1/namespaces/jobs/workerpools/emails/status",
+                ) => {
+                    status_patch = serde_json::from_slice::<serde_json::Value>(&body).ok();
+                    (200, String::from_utf8_lossy(&pool_json).into_owned())
+                }
+                (m, p) => panic!("unexpected request {m} {p}"),
+            };
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::from_u16(code).unwrap())
+                    .body(Body::from(answer.into_bytes()))
+                    .unwrap(),
+            );
+            if status_patch.is_some() {
+                break;
+            }
+        }
+        (event_note, status_patch)
+    });
+    let result = reconcile(Arc::new(pool), ctx).await;
+    let err = result.expect_err("the refused apply fails the reconcile");
+    assert_eq!(err.cause(), "kubernetes");
+    let (event, status) = server.await?;
+    let (kind, reason, note) = event.expect("a Warning Event");
+    assert_eq!(
+        (kind.as_str(), reason.as_str()),
+        (Some("Warning"), Some("ApplyFailed"))
+    );
+    assert!(note.as_str().unwrap().contains("Duplicate value"), "{note}");
+    let status = status.expect("the status was patched");
+    let degraded = status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()
+        .clone();
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "ApplyFailed");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("Duplicate value"),
+        "{degraded}"
+    );
+    Ok(())
+}
