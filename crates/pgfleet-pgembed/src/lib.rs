@@ -57,6 +57,8 @@ pub struct EmbedConfig {
     pub fast_unsafe: bool,
     /// Port to listen on; `None` picks a free one.
     pub port: Option<u16>,
+    /// Extra server settings, `name=value` each (e.g. `ssl=on`).
+    pub settings: Vec<String>,
 }
 
 /// A running cluster.
@@ -108,6 +110,9 @@ impl Cluster {
         );
         if config.fast_unsafe {
             opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        for s in &config.settings {
+            opts.push_str(&format!(" -c {s}"));
         }
         let log = config.dir.join("postgres.log");
         let mut start = pg_command(&bin.join("pg_ctl"), as_root);

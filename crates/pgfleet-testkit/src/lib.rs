@@ -46,6 +46,7 @@ fn server() -> Result<&'static Server> {
                 temporary: true,
                 fast_unsafe: true,
                 port: None,
+                settings: Vec::new(),
             })
             .map(Server::Private)
             .map_err(|e| e.to_string())

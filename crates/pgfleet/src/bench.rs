@@ -119,6 +119,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 temporary: true,
                 fast_unsafe: false,
                 port: None,
+                settings: Vec::new(),
             })?;
             (c.url("postgres"), Some(c), "private cluster")
         }

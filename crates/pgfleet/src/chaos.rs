@@ -187,6 +187,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         temporary: true,
         fast_unsafe: false,
         port: None,
+        settings: Vec::new(),
     })?;
     let cluster = Arc::new(cluster);
     let url = cluster.url("postgres");

@@ -107,6 +107,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 temporary: false,
                 fast_unsafe: false,
                 port: args.pg_port,
+                settings: Vec::new(),
             })?;
             ensure_database(&cluster.url("postgres"), "pgfleet").await?;
             (cluster.url("pgfleet"), Some(cluster))

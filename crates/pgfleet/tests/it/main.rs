@@ -6,6 +6,7 @@ mod commands;
 mod dashboards;
 mod dev;
 mod processes;
+mod tls;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
