@@ -13,5 +13,6 @@ pub mod reconcile;
 pub mod report;
 pub mod run;
 pub mod scaling;
+pub mod uninstall;
 
 pub use crd::{WorkerPool, WorkerPoolSpec, WorkerPoolStatus};

@@ -151,6 +151,57 @@ async fn connect_with_backoff(db: DbArgs, observer: Arc<Observer>, stop: Cancell
     }
 }
 
+/// `pgfleet pools`.
+#[derive(Debug, clap::Args)]
+pub struct PoolsArgs {
+    #[command(subcommand)]
+    action: PoolsAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum PoolsAction {
+    /// Delete the pools matching a label selector and wait until the controller has
+    /// released them (Helm's pre-delete hook, so `helm uninstall` leaves nothing behind).
+    Delete {
+        /// Namespace of the pools.
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: String,
+        /// Label selector, e.g. `app.kubernetes.io/instance=pgfleet`.
+        #[arg(long)]
+        selector: String,
+        /// Seconds to wait for the pools to be gone.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+    },
+}
+
+/// Runs `pgfleet pools ...`.
+///
+/// # Errors
+/// No Kubernetes configuration, an API error, or pools still present after the timeout.
+pub async fn pools(args: PoolsArgs) -> anyhow::Result<()> {
+    let PoolsAction::Delete {
+        namespace,
+        selector,
+        timeout_secs,
+    } = args.action;
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster service account or KUBECONFIG)")?;
+    let api = kube::Api::namespaced(client, &namespace);
+    let deleted = pgfleet_controller::uninstall::delete_pools(
+        &api,
+        &selector,
+        Duration::from_secs(timeout_secs),
+    )
+    .await?;
+    println!(
+        "deleted {} pool(s) in {namespace}: {deleted:?}",
+        deleted.len()
+    );
+    Ok(())
+}
+
 /// Prints the WorkerPool CRD.
 ///
 /// # Errors

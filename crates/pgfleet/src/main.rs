@@ -61,6 +61,8 @@ enum Command {
     Controller(controller::ControllerArgs),
     /// Print the WorkerPool CustomResourceDefinition as YAML.
     Crd,
+    /// Manage WorkerPools through the Kubernetes API (the chart's uninstall hook).
+    Pools(controller::PoolsArgs),
     /// Send signed webhooks while killing workers, cutting listeners and restarting
     /// PostgreSQL and the gateway; check nothing acknowledged was lost or duplicated.
     Chaos(chaos::ChaosArgs),
@@ -111,6 +113,7 @@ async fn main() -> std::process::ExitCode {
         Command::Faker(a) => faker::run(a).await,
         Command::Controller(a) => controller::run(a).await,
         Command::Crd => controller::print_crd(),
+        Command::Pools(a) => controller::pools(a).await,
         Command::Chaos(a) => chaos::run(a).await,
     };
     match result {

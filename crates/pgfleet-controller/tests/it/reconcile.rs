@@ -550,3 +550,43 @@ async fn before_postgresql_is_reachable_pools_are_held_and_degraded() -> anyhow:
         .any(|c| c.type_ == "Degraded" && c.status == "False"));
     Ok(())
 }
+
+/// The chart's pre-delete hook: `delete_pools` deletes the release's pools by label and
+/// leaves the neighbours' alone (the waiting is tested against a mock API server in
+/// watch.rs, since the fake client deletes at once despite finalizers).
+#[tokio::test]
+async fn uninstall_deletes_only_the_releases_pools() -> anyhow::Result<()> {
+    use pgfleet_controller::uninstall::delete_pools;
+    let labelled = |name: &str, instance: &str| {
+        let mut p = pool(name);
+        p.metadata.uid = Some(format!("00000000-0000-0000-0000-{:0>12}", name.len()));
+        p.metadata.labels =
+            Some([("app.kubernetes.io/instance".to_owned(), instance.to_owned())].into());
+        p
+    };
+    let client = ClientBuilder::new()
+        .with_resource::<WorkerPool>()
+        .with_object(labelled("a", "r"))
+        .with_object(labelled("bb", "r"))
+        .with_object(labelled("ccc", "other"))
+        .build()
+        .await?;
+    let pools: Api<WorkerPool> = Api::namespaced(client.clone(), "jobs");
+    let mut deleted = delete_pools(
+        &pools,
+        "app.kubernetes.io/instance=r",
+        std::time::Duration::from_secs(10),
+    )
+    .await?;
+    deleted.sort();
+    assert_eq!(deleted, ["a", "bb"]);
+    let left: Vec<String> = pools
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(left, ["ccc"], "the other release's pool stays");
+    Ok(())
+}

@@ -186,3 +186,75 @@ async fn a_refused_deployment_sets_degraded_and_a_warning_event() -> anyhow::Res
     );
     Ok(())
 }
+
+/// A mock API server where the deleted pool stays (Terminating) for `terminating_lists`
+/// LISTs; returns the number of LISTs served.
+async fn serve_deletion(
+    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    terminating_lists: usize,
+) -> usize {
+    let pool = serde_json::json!({"apiVersion": "pgfleet.dev/v1alpha1", "kind": "WorkerPool",
+        "metadata": {"name": "a", "namespace": "jobs", "uid": "u1", "finalizers": ["pgfleet.dev/release-partitions"]},
+        "spec": {"image": "i", "queues": [{"name": "q"}], "database": {"secretName": "db"}}});
+    let list = |items: Vec<serde_json::Value>| {
+        serde_json::json!({"apiVersion": "pgfleet.dev/v1alpha1", "kind": "WorkerPoolList",
+            "metadata": {"resourceVersion": "1"}, "items": items})
+        .to_string()
+    };
+    let mut lists = 0;
+    while let Ok(Some((req, send))) =
+        tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await
+    {
+        let body = match req.method().as_str() {
+            "GET" => {
+                lists += 1;
+                // The first LIST finds the pool; it then stays while Terminating.
+                if lists <= 1 + terminating_lists {
+                    list(vec![pool.clone()])
+                } else {
+                    list(vec![])
+                }
+            }
+            "DELETE" => pool.to_string(),
+            m => panic!("unexpected {m}"),
+        };
+        send.send_response(
+            Response::builder()
+                .body(Body::from(body.into_bytes()))
+                .unwrap(),
+        );
+    }
+    lists
+}
+
+/// `pgfleet pools delete` waits while a deleted pool is Terminating (its finalizer not yet
+/// released by the controller), and gives up naming it when the controller never does.
+#[tokio::test]
+async fn uninstall_waits_for_terminating_pools_and_times_out_without_a_controller(
+) -> anyhow::Result<()> {
+    use pgfleet_controller::crd::WorkerPool;
+    use pgfleet_controller::uninstall::{delete_pools, UninstallError};
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let api: kube::Api<WorkerPool> = kube::Api::namespaced(Client::new(service, "jobs"), "jobs");
+    let server = tokio::spawn(serve_deletion(handle, 3));
+    let deleted = delete_pools(
+        &api,
+        "app.kubernetes.io/instance=r",
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(deleted, ["a"]);
+    drop(api);
+    assert_eq!(server.await?, 5, "listed until the pool was gone");
+
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let api: kube::Api<WorkerPool> = kube::Api::namespaced(Client::new(service, "jobs"), "jobs");
+    let server = tokio::spawn(serve_deletion(handle, usize::MAX - 1));
+    match delete_pools(&api, "app.kubernetes.io/instance=r", Duration::from_secs(1)).await {
+        Err(UninstallError::Timeout(names)) => assert_eq!(names, ["a"]),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    drop(api);
+    server.abort();
+    Ok(())
+}
