@@ -25,13 +25,7 @@ pub async fn delete_pools(
     timeout: Duration,
 ) -> Result<Vec<String>, UninstallError> {
     let lp = ListParams::default().labels(selector);
-    let names: Vec<String> = api
-        .list(&lp)
-        .await?
-        .items
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    let names = listed(api, &lp).await?;
     for name in &names {
         match api.delete(name, &DeleteParams::foreground()).await {
             Ok(_) => {}
@@ -41,13 +35,7 @@ pub async fn delete_pools(
     }
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let left: Vec<String> = api
-            .list(&lp)
-            .await?
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect();
+        let left = listed(api, &lp).await?;
         if left.is_empty() {
             return Ok(names);
         }
@@ -56,6 +44,16 @@ pub async fn delete_pools(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+async fn listed(api: &Api<WorkerPool>, lp: &ListParams) -> Result<Vec<String>, kube::Error> {
+    Ok(api
+        .list(lp)
+        .await?
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect())
 }
 
 /// Why deleting the pools failed.
