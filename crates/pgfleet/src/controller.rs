@@ -202,11 +202,27 @@ pub async fn pools(args: PoolsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the WorkerPool CRD.
+/// `pgfleet crd`.
+#[derive(Debug, clap::Args)]
+pub struct CrdArgs {
+    /// Install or upgrade the CRD in the cluster (server-side apply) instead of printing it.
+    #[arg(long)]
+    apply: bool,
+}
+
+/// Prints the WorkerPool CRD, or applies it to the cluster.
 ///
 /// # Errors
-/// Serialization failure.
-pub fn print_crd() -> anyhow::Result<()> {
-    print!("{}", pgfleet_controller::crd::crd_yaml()?);
+/// Serialization failure; with `--apply`, no Kubernetes configuration or an API error.
+pub async fn crd(args: CrdArgs) -> anyhow::Result<()> {
+    if !args.apply {
+        print!("{}", pgfleet_controller::crd::crd_yaml()?);
+        return Ok(());
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster service account or KUBECONFIG)")?;
+    let name = pgfleet_controller::crd::apply_crd(client).await?;
+    println!("applied CustomResourceDefinition {name}");
     Ok(())
 }

@@ -59,8 +59,9 @@ enum Command {
     Faker(faker::FakerArgs),
     /// Run the WorkerPool controller (Kubernetes operator) with leader election.
     Controller(controller::ControllerArgs),
-    /// Print the WorkerPool CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the WorkerPool CustomResourceDefinition as YAML (`--apply`: install or upgrade it
+    /// in the cluster with server-side apply).
+    Crd(controller::CrdArgs),
     /// Manage WorkerPools through the Kubernetes API (the chart's uninstall hook).
     Pools(controller::PoolsArgs),
     /// Send signed webhooks while killing workers, cutting listeners and restarting
@@ -112,7 +113,7 @@ async fn main() -> std::process::ExitCode {
         Command::Vapid(a) => delivery::run(a),
         Command::Faker(a) => faker::run(a).await,
         Command::Controller(a) => controller::run(a).await,
-        Command::Crd => controller::print_crd(),
+        Command::Crd(a) => controller::crd(a).await,
         Command::Pools(a) => controller::pools(a).await,
         Command::Chaos(a) => chaos::run(a).await,
     };

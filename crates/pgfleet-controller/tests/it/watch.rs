@@ -258,3 +258,35 @@ async fn uninstall_waits_for_terminating_pools_and_times_out_without_a_controlle
     server.abort();
     Ok(())
 }
+
+/// `pgfleet crd --apply` (the chart's pre-upgrade hook) server-side applies the CRD this
+/// binary was built with: one apply PATCH of the whole CRD, forced, as its own field manager.
+#[tokio::test]
+async fn the_crd_is_upgraded_by_server_side_apply() -> anyhow::Result<()> {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("a request");
+        let (method, uri) = (req.method().clone(), req.uri().to_string());
+        let ct = req.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = req.into_body().collect_bytes().await.unwrap();
+        send.send_response(Response::builder().body(Body::from(body.to_vec())).unwrap());
+        (method, uri, ct, body)
+    });
+    let name = pgfleet_controller::crd::apply_crd(Client::new(service, "default")).await?;
+    assert_eq!(name, "workerpools.pgfleet.dev");
+    let (method, uri, ct, body) = server.await?;
+    assert_eq!(method, http::Method::PATCH);
+    assert!(
+        uri.starts_with(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/workerpools.pgfleet.dev?"
+        ) && uri.contains("fieldManager=pgfleet-crd")
+            && uri.contains("force=true"),
+        "{uri}"
+    );
+    assert_eq!(ct, "application/apply-patch+yaml");
+    let sent: serde_json::Value = serde_json::from_slice(&body)?;
+    let ours: serde_json::Value =
+        serde_json::to_value(<pgfleet_controller::WorkerPool as kube::CustomResourceExt>::crd())?;
+    assert_eq!(sent, ours, "the whole CRD of this build");
+    Ok(())
+}
