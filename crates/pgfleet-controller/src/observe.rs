@@ -92,16 +92,9 @@ impl Observer {
             completed_last_minute += t.completed_last_minute;
         }
         s.completion_per_sec = completed_last_minute as f64 / 60.0;
-        s.mean_job_secs = sqlx::query_scalar::<_, Option<f64>>(
-            "SELECT avg(EXTRACT(EPOCH FROM finalized_at - attempted_at))::float8 \
-             FROM pgfleet.jobs_finished \
-             WHERE queue = ANY($1) AND state = 'completed' AND finalized_at > now() - interval '1 minute'",
-        )
-        .bind(queues)
-        .fetch_one(queue.pool())
-        .await
-        .map_err(QueueError::from)?
-        .unwrap_or(0.0);
+        s.mean_job_secs = queue
+            .mean_run_secs(queues, std::time::Duration::from_secs(60))
+            .await?;
         let now = Instant::now();
         let growth = match self.previous.lock() {
             Ok(mut prev) => {

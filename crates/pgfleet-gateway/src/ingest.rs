@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
+use pgfleet_payments::events::{self, NewEvent};
 use pgfleet_queue::{NewJob, Queue};
 use serde_json::{json, Value};
-use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::problem::ApiError;
@@ -108,16 +108,6 @@ impl Ingest {
     }
 }
 
-const INSERT_EVENTS: &str = r#"
-INSERT INTO pgfleet.webhook_events (source, event_id, type, payload)
-SELECT DISTINCT ON (source, event_id) source, event_id, type, payload
-FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) WITH ORDINALITY
-     AS t(source, event_id, type, payload, ord)
-ORDER BY source, event_id, ord
-ON CONFLICT (source, event_id) DO NOTHING
-RETURNING id, source, event_id
-"#;
-
 async fn write(queue: &Queue, job_queue: &str, batch: &mut Vec<Pending>) {
     let result = write_batch(queue, job_queue, batch).await;
     for (p, r) in batch.drain(..).zip(
@@ -165,28 +155,22 @@ async fn try_write(
     job_queue: &str,
     batch: &[Pending],
 ) -> Result<Vec<Result<Stored, String>>, pgfleet_queue::QueueError> {
-    let col = |f: fn(&Incoming) -> String| batch.iter().map(|p| f(&p.event)).collect::<Vec<_>>();
-    let sources = col(|e| e.source.clone());
-    let ids = col(|e| e.event_id.clone());
-    let kinds = col(|e| e.kind.clone());
-    let payloads: Vec<&Value> = batch.iter().map(|p| &p.event.payload).collect();
+    let events: Vec<NewEvent<'_>> = batch
+        .iter()
+        .map(|p| NewEvent {
+            source: &p.event.source,
+            event_id: &p.event.event_id,
+            kind: &p.event.kind,
+            payload: &p.event.payload,
+        })
+        .collect();
     let mut tx = queue.pool().begin().await?;
-    let rows = sqlx::query(INSERT_EVENTS)
-        .persistent(batch.len() == 1)
-        .bind(&sources)
-        .bind(&ids)
-        .bind(&kinds)
-        .bind(&payloads)
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut inserted: std::collections::HashMap<(String, String), i64> =
-        std::collections::HashMap::new();
-    for r in rows {
-        inserted.insert(
-            (r.try_get("source")?, r.try_get("event_id")?),
-            r.try_get("id")?,
-        );
-    }
+    let inserted: std::collections::HashMap<(String, String), i64> =
+        events::insert_batch(&mut tx, &events)
+            .await?
+            .into_iter()
+            .map(|(source, event_id, id)| ((source, event_id), id))
+            .collect();
     // One job per newly stored event, in batch order (the first request of a duplicated id wins).
     let mut winners: Vec<usize> = Vec::new();
     let mut jobs = Vec::new();

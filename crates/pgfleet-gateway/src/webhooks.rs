@@ -22,7 +22,7 @@ use crate::signature::verify_webhook;
 use crate::AppState;
 
 /// A stored webhook event.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StoredEvent {
     /// Source (`payments`, ...).
     pub source: String,
@@ -30,7 +30,6 @@ pub struct StoredEvent {
     pub event_id: String,
     /// Event type.
     #[serde(rename = "type")]
-    #[sqlx(rename = "type")]
     pub kind: String,
     /// received | processing | done | failed.
     pub status: String,
@@ -174,17 +173,23 @@ async fn store(
             Ok((StatusCode::ACCEPTED, Json(body)).into_response())
         }
         Stored::Duplicate => {
-            let event: StoredEvent = sqlx::query_as(
-                "SELECT e.source, e.event_id, e.type, e.status, e.attempts, e.last_error, \
-                 u.job_id, e.received_at FROM pgfleet.webhook_events e \
-                 LEFT JOIN pgfleet.unique_keys u ON u.unique_key = $3 \
-                 WHERE e.source = $1 AND e.event_id = $2",
-            )
-            .bind(source)
-            .bind(event_id)
-            .bind(job_key(source, event_id))
-            .fetch_one(state.queue.pool())
-            .await?;
+            let e = pgfleet_payments::events::find(state.queue.pool(), source, event_id)
+                .await?
+                .ok_or_else(|| ApiError::Unavailable("a duplicate event vanished".into()))?;
+            let job_id = state
+                .queue
+                .job_for_unique_key(&job_key(source, event_id))
+                .await?;
+            let event = StoredEvent {
+                source: e.source,
+                event_id: e.event_id,
+                kind: e.kind,
+                status: e.status,
+                attempts: e.attempts,
+                last_error: e.last_error,
+                job_id,
+                received_at: e.received_at,
+            };
             let body = Accepted {
                 ok: true,
                 event_id: event_id.to_owned(),

@@ -13,6 +13,7 @@
 //! field) and the processor checks again, so a row written by any other path is safe too.
 
 mod currency;
+pub mod events;
 
 use pgfleet_queue::Queue;
 use serde_json::Value;
@@ -232,14 +233,7 @@ pub async fn process(queue: &Queue, event_row: i64) -> Result<Processed, Process
     match process_once(queue, event_row).await {
         Ok(p) => Ok(p),
         Err(e) => {
-            let _ = sqlx::query(
-                "UPDATE pgfleet.webhook_events SET status = 'failed', last_error = $2, \
-                 attempts = attempts + 1, updated_at = now() WHERE id = $1",
-            )
-            .bind(event_row)
-            .bind(e.to_string())
-            .execute(pool)
-            .await;
+            let _ = events::failed(pool, event_row, &e.to_string()).await;
             Err(e)
         }
     }
@@ -247,13 +241,7 @@ pub async fn process(queue: &Queue, event_row: i64) -> Result<Processed, Process
 
 async fn process_once(queue: &Queue, event_row: i64) -> Result<Processed, ProcessError> {
     let mut tx = queue.pool().begin().await?;
-    let row: Option<(String, Value)> = sqlx::query_as(
-        "UPDATE pgfleet.webhook_events SET status = 'processing', updated_at = now() \
-         WHERE id = $1 RETURNING source, payload",
-    )
-    .bind(event_row)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row = events::start(&mut tx, event_row).await?;
     let (source, payload) = row.ok_or(ProcessError::Missing(event_row))?;
     let event = validate(&payload)?;
     let inserted = sqlx::query(
@@ -290,13 +278,7 @@ async fn process_once(queue: &Queue, event_row: i64) -> Result<Processed, Proces
             wakeups = Some(w);
         }
     }
-    sqlx::query(
-        "UPDATE pgfleet.webhook_events SET status = 'done', last_error = NULL, \
-         attempts = attempts + 1, processed_at = now(), updated_at = now() WHERE id = $1",
-    )
-    .bind(event_row)
-    .execute(&mut *tx)
-    .await?;
+    events::done(&mut tx, event_row).await?;
     tx.commit().await?;
     if let Some(w) = wakeups {
         queue.wake(w);

@@ -82,6 +82,19 @@ WHERE u.unique_key = ANY($1)
 "#;
 
 impl Queue {
+    /// The job that holds unique key `key`, if any (either table, until retention prunes it).
+    ///
+    /// # Errors
+    /// [`QueueError::Database`].
+    pub async fn job_for_unique_key(&self, key: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT job_id FROM pgfleet.unique_keys WHERE unique_key = $1")
+                .bind(key)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
     /// Enqueues one job and wakes its partition after commit.
     ///
     /// # Errors

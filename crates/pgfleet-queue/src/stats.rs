@@ -88,6 +88,29 @@ GROUP BY queue, partition
 "#;
 
 impl Queue {
+    /// Mean run time (claim to completion) of the jobs of `queues` completed within the
+    /// last `window`, in seconds (0 when none did).
+    ///
+    /// # Errors
+    /// [`QueueError::Database`].
+    pub async fn mean_run_secs(
+        &self,
+        queues: &[String],
+        window: std::time::Duration,
+    ) -> Result<f64> {
+        Ok(sqlx::query_scalar::<_, Option<f64>>(
+            "SELECT avg(EXTRACT(EPOCH FROM finalized_at - attempted_at))::float8 \
+             FROM pgfleet.jobs_finished \
+             WHERE queue = ANY($1) AND state = 'completed' \
+               AND finalized_at > now() - $2 * interval '1 millisecond'",
+        )
+        .bind(queues)
+        .bind(window.as_millis() as f64)
+        .fetch_one(self.pool())
+        .await?
+        .unwrap_or(0.0))
+    }
+
     /// Statistics of every known queue, sorted by name.
     ///
     /// # Errors
