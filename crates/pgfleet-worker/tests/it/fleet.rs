@@ -109,8 +109,12 @@ async fn twenty_four_workers_on_sixteen_partitions_all_run_jobs() -> anyhow::Res
         .clear();
     let (db, queue) = setup().await?;
     let mut workers = Vec::new();
+    // 25 ms jobs: 12,000 of them keep 240 slots busy for over a second, longer than the
+    // 1 s backstop poll, so a worker that owns no partition (it hears no NOTIFY) gets its
+    // turn even on a loaded machine. (With 2 ms jobs the backlog could drain before the
+    // last-started workers polled once.)
     for _ in 0..24 {
-        workers.push(start(&db, config(), slow(2)).await?);
+        workers.push(start(&db, config(), slow(25)).await?);
     }
     eventually("24 live workers", Duration::from_secs(20), || async {
         let n = queue.live_workers("fleet").await?.len();
