@@ -123,6 +123,18 @@ impl Context {
         let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
         decided.insert(key.to_owned(), d);
     }
+
+    /// Drops what is remembered of a deleted pool (its last decision, window and failures).
+    fn forget(&self, key: &str) {
+        let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        decided.remove(key);
+        drop(decided);
+        let mut histories = self.histories.lock().unwrap_or_else(|p| p.into_inner());
+        histories.remove(key);
+        drop(histories);
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(key);
+    }
 }
 
 fn condition(
@@ -206,6 +218,7 @@ pub fn error_policy(pool: Arc<WorkerPool>, error: &Error, ctx: Arc<Context>) -> 
 
 async fn cleanup(pool: &WorkerPool, ctx: &Context) -> Result<Action, Error> {
     let key = deployment::identity(pool);
+    ctx.forget(&key);
     // The leases expire on their own within the ownership TTL; never block deletion.
     let Some(queue) = ctx.observer.queue() else {
         tracing::warn!(pool = %key, "PostgreSQL unreachable: partition leases left to expire");
