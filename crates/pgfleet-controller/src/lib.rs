@@ -9,6 +9,7 @@ pub mod cadence;
 pub mod crd;
 pub mod deployment;
 pub mod observe;
+pub mod outcome;
 pub mod reconcile;
 pub mod report;
 pub mod run;

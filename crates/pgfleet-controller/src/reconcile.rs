@@ -17,9 +17,10 @@ use pgfleet_telemetry::Metrics;
 use serde_json::json;
 
 use crate::cadence::{self, Decided};
-use crate::crd::{Condition, WorkerPool, WorkerPoolStatus};
+use crate::crd::WorkerPool;
 use crate::deployment::{self, MANAGER};
 use crate::observe::Observer;
+use crate::outcome::{outcome, Seen};
 use crate::scaling::{plan, History, Policy};
 
 /// The finalizer that releases a deleted pool's partition leases.
@@ -137,31 +138,6 @@ impl Context {
     }
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    previous: &[Condition],
-    now: DateTime<Utc>,
-    generation: Option<i64>,
-) -> Condition {
-    let status = if ok { "True" } else { "False" }.to_owned();
-    let now = now.to_rfc3339();
-    let since = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map_or(now, |c| c.last_transition_time.clone());
-    Condition {
-        type_: type_.into(),
-        status,
-        reason: reason.into(),
-        message,
-        last_transition_time: since,
-        observed_generation: generation,
-    }
-}
-
 /// Reconciles `pool` (with its finalizer).
 ///
 /// # Errors
@@ -240,17 +216,18 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
     let now = (ctx.clock)();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let existing = deployments.get_opt(&deployment::name(&name)).await?;
-    let current = existing
-        .as_ref()
-        .and_then(|d| d.spec.as_ref()?.replicas)
-        .unwrap_or(0);
-    let (ready, running) = existing
-        .as_ref()
-        .and_then(|d| d.status.as_ref())
-        .map_or((0, 0), |s| {
-            (s.ready_replicas.unwrap_or(0), s.replicas.unwrap_or(0))
-        });
-    let previous = pool.status.clone().unwrap_or_default();
+    let status = existing.as_ref().and_then(|d| d.status.as_ref());
+    let seen = Seen {
+        exists: existing.is_some(),
+        current: existing
+            .as_ref()
+            .and_then(|d| d.spec.as_ref()?.replicas)
+            .unwrap_or(0),
+        ready: status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        running: status.and_then(|s| s.replicas).unwrap_or(0),
+    };
+
+    // Decide (at most once per pollSeconds, or when the spec changed).
     let spec = cadence::fingerprint(&pool.spec);
     let poll = chrono::Duration::seconds(pool.spec.autoscaling.poll_seconds.clamp(1, 300));
     let last = ctx.last_decision(&key);
@@ -262,162 +239,82 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
                 .controller_decisions
                 .with_label_values(&[&key])
                 .inc();
-            let current = existing.as_ref().map(|_| current);
+            let current = seen.exists.then_some(seen.current);
             decide_now(pool, ctx, &key, current, now, spec).await
         }
     };
-    let desired = decision.desired;
-    let reason = decision.reason.clone();
-    let degraded = decision.degraded.clone();
-    let s = decision.sample;
 
-    let dep = deployment::build(pool, desired);
+    // Actuate: the Deployment, only when something changed.
+    let dep = deployment::build(pool, decision.desired);
     let built = cadence::fingerprint(&dep);
-    let seen = existing.as_ref().map(|d| (current, d.metadata.generation));
+    let generation = existing
+        .as_ref()
+        .map(|d| (seen.current, d.metadata.generation));
     let mut applied = last.as_ref().and_then(|d| d.applied);
     let mut apply_failed: Option<kube::Error> = None;
-    if cadence::must_apply(last.as_ref(), built, seen, desired) {
-        match deployments
+    if cadence::must_apply(last.as_ref(), built, generation, decision.desired) {
+        let patched = deployments
             .patch(
                 &deployment::name(&name),
                 &PatchParams::apply(MANAGER).force(),
                 &Patch::Apply(&dep),
             )
-            .await
-        {
+            .await;
+        match patched {
             Ok(after) => applied = Some((built, after.metadata.generation)),
             Err(e) => {
-                // Visible where users look: a Warning Event and the Degraded condition
-                // carry the API server's message; the reconcile then fails and backs off.
-                let message = match &e {
-                    kube::Error::Api(ae) => ae.message.clone(),
-                    other => other.to_string(),
-                };
-                let event = Event {
-                    type_: EventType::Warning,
-                    reason: "ApplyFailed".into(),
-                    note: Some(format!(
-                        "cannot apply Deployment {}: {message}",
-                        deployment::name(&name)
-                    )),
-                    action: "Apply".into(),
-                    secondary: None,
-                };
-                let _ = ctx.recorder.publish(&event, &pool.object_ref(&())).await;
                 applied = None;
                 apply_failed = Some(e);
             }
         }
     }
-    let apply_message = apply_failed.as_ref().map(|e| match e {
-        kube::Error::Api(ae) => format!("cannot apply the Deployment: {}", ae.message),
-        other => format!("cannot apply the Deployment: {other}"),
+    let apply_error = apply_failed.as_ref().map(|e| match e {
+        kube::Error::Api(ae) => ae.message.clone(),
+        other => other.to_string(),
     });
-    let scaled = fresh && existing.is_some() && desired != current;
-    if scaled {
-        let direction = if desired > current { "up" } else { "down" };
+
+    // Report: Events and the status (written only if it changed).
+    let was_degraded = last.as_ref().is_some_and(|d| d.degraded.is_some());
+    let report = outcome(
+        pool,
+        &decision,
+        fresh,
+        was_degraded,
+        seen,
+        apply_error.as_deref(),
+        now,
+    );
+    if let Some(direction) = report.scaled {
         ctx.metrics
             .controller_scale_events
             .with_label_values(&[&key, direction])
             .inc();
+        tracing::info!(pool = %key, from = seen.current, to = decision.desired, reason = %decision.reason, "scaled");
+    }
+    for n in &report.notices {
         let event = Event {
-            type_: EventType::Normal,
-            reason: if desired > current {
-                "ScaledUp"
+            type_: if n.warning {
+                EventType::Warning
             } else {
-                "ScaledDown"
-            }
-            .into(),
-            note: Some(format!("{current} → {desired} replicas: {reason}")),
-            action: "Scale".into(),
+                EventType::Normal
+            },
+            reason: n.reason.into(),
+            note: Some(n.note.clone()),
+            action: n.action.into(),
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
-            tracing::warn!(pool = %name, error = %e, "could not publish the scale Event");
+            tracing::warn!(pool = %key, error = %e, reason = n.reason, "could not publish an Event");
         }
-        tracing::info!(pool = %key, from = current, to = desired, %reason, "scaled");
     }
-    // Published when the statistics become unavailable, not at every poll while they stay so.
-    let was_degraded = last.as_ref().is_some_and(|d| d.degraded.is_some());
-    if let (true, Some(e), false) = (fresh, &degraded, was_degraded) {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "MetricsUnavailable".into(),
-            note: Some(format!("queue statistics unavailable: {e}")),
-            action: "Observe".into(),
-            secondary: None,
-        };
-        let _ = ctx.recorder.publish(&event, &pool.object_ref(&())).await;
-    }
-    let conditions = vec![
-        condition(
-            "Ready",
-            ready >= desired,
-            if ready >= desired {
-                "ReplicasReady"
-            } else {
-                "ReplicasStarting"
-            },
-            format!("{ready}/{desired} replicas ready"),
-            &previous.conditions,
-            now,
-            pool.meta().generation,
-        ),
-        condition(
-            "Scaling",
-            desired != ready,
-            if desired != ready {
-                "Scaling"
-            } else {
-                "Stable"
-            },
-            reason.clone(),
-            &previous.conditions,
-            now,
-            pool.meta().generation,
-        ),
-        condition(
-            "Degraded",
-            degraded.is_some() || apply_message.is_some(),
-            match (&apply_message, &degraded) {
-                (Some(_), _) => "ApplyFailed",
-                (None, Some(_)) => "MetricsUnavailable",
-                (None, None) => "MetricsAvailable",
-            },
-            apply_message
-                .clone()
-                .or_else(|| degraded.clone())
-                .unwrap_or_else(|| "queue statistics are fresh".into()),
-            &previous.conditions,
-            now,
-            pool.meta().generation,
-        ),
-    ];
-    let status = WorkerPoolStatus {
-        observed_generation: pool.meta().generation,
-        replicas: if existing.is_some() { running } else { 0 },
-        ready_replicas: ready,
-        desired_replicas: desired,
-        backlog: s.backlog,
-        oldest_job_age_seconds: (s.oldest_age_secs * 10.0).round() / 10.0,
-        throughput: (s.completion_per_sec * 100.0).round() / 100.0,
-        selector: Some(deployment::selector(&name)),
-        last_scale_time: if scaled {
-            Some(now.to_rfc3339())
-        } else {
-            previous.last_scale_time.clone()
-        },
-        conditions,
-    };
-    // Every status write is a watch event that reconciles the pool again: write only a
-    // status that changed.
-    if pool.status.as_ref() != Some(&status) {
+    // Every status write is a watch event that reconciles the pool again.
+    if pool.status.as_ref() != Some(&report.status) {
         let pools: Api<WorkerPool> = Api::namespaced(ctx.client.clone(), ns);
         pools
             .patch_status(
                 &name,
                 &PatchParams::default(),
-                &Patch::Merge(&json!({"status": status})),
+                &Patch::Merge(&json!({"status": report.status})),
             )
             .await?;
     }
@@ -426,10 +323,10 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
             queue.pool(),
             &key,
             "kubernetes",
-            desired,
-            ready,
-            &s,
-            &reason,
+            decision.desired,
+            seen.ready,
+            &decision.sample,
+            &decision.reason,
         )
         .await
         {
@@ -439,11 +336,11 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
     ctx.metrics
         .controller_desired_replicas
         .with_label_values(&[&key])
-        .set(i64::from(desired));
+        .set(i64::from(decision.desired));
     ctx.metrics
         .controller_ready_replicas
         .with_label_values(&[&key])
-        .set(i64::from(ready));
+        .set(i64::from(seen.ready));
     let decision = Decided {
         applied,
         ..decision
