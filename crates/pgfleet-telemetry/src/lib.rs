@@ -108,7 +108,7 @@ pub const LABEL_BUDGET: usize = 64;
 #[derive(Debug)]
 pub struct LabelBudget {
     max: usize,
-    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    seen: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 impl LabelBudget {
@@ -120,9 +120,15 @@ impl LabelBudget {
         }
     }
 
-    /// `value` while it fits the budget (or was seen before), [`OTHER`] after.
+    /// `value` while it fits the budget (or was seen before), [`OTHER`] after. Every finished
+    /// job asks, from every slot: a value seen before is answered under the shared lock.
     pub fn bound<'a>(&self, value: &'a str) -> &'a str {
-        let Ok(mut seen) = self.seen.lock() else {
+        match self.seen.read() {
+            Ok(seen) if seen.contains(value) => return value,
+            Ok(_) => {}
+            Err(_) => return OTHER,
+        }
+        let Ok(mut seen) = self.seen.write() else {
             return OTHER;
         };
         if seen.contains(value) {

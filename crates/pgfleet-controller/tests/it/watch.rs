@@ -11,17 +11,24 @@ use pgfleet_controller::observe::Observer;
 use pgfleet_controller::reconcile::Context;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::test]
-async fn watches_pools_and_only_its_own_deployments() -> anyhow::Result<()> {
-    let (_db, queue) = pgfleet_testkit::migrated().await?;
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// A reconcile context whose API server is a tower-test mock answered through the handle.
+fn mock_context(queue: pgfleet_queue::Queue) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = Arc::new(Context::new(
-        client,
+        Client::new(service, "default"),
         Arc::new(Observer::new(queue)),
         Arc::new(pgfleet_telemetry::Metrics::new("controller")),
         "test-0",
     ));
+    (ctx, handle)
+}
+
+#[tokio::test]
+async fn watches_pools_and_only_its_own_deployments() -> anyhow::Result<()> {
+    let (_db, queue) = pgfleet_testkit::migrated().await?;
+    let (ctx, mut handle) = mock_context(queue);
     let stop = CancellationToken::new();
     let task = tokio::spawn(pgfleet_controller::run::controller(
         ctx,
@@ -79,14 +86,7 @@ async fn a_refused_deployment_sets_degraded_and_a_warning_event() -> anyhow::Res
     use pgfleet_controller::reconcile::{reconcile, FINALIZER};
 
     let (_db, queue) = pgfleet_testkit::migrated().await?;
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let ctx = Arc::new(Context::new(
-        client,
-        Arc::new(Observer::new(queue)),
-        Arc::new(pgfleet_telemetry::Metrics::new("controller")),
-        "test-0",
-    ));
+    let (ctx, mut handle) = mock_context(queue);
     let mut pool = WorkerPool::new(
         "emails",
         WorkerPoolSpec {
@@ -189,10 +189,7 @@ async fn a_refused_deployment_sets_degraded_and_a_warning_event() -> anyhow::Res
 
 /// A mock API server where the deleted pool stays (Terminating) for `terminating_lists`
 /// LISTs; returns the number of LISTs served.
-async fn serve_deletion(
-    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
-    terminating_lists: usize,
-) -> usize {
+async fn serve_deletion(mut handle: Handle, terminating_lists: usize) -> usize {
     let pool = serde_json::json!({"apiVersion": "pgfleet.dev/v1alpha1", "kind": "WorkerPool",
         "metadata": {"name": "a", "namespace": "jobs", "uid": "u1", "finalizers": ["pgfleet.dev/release-partitions"]},
         "spec": {"image": "i", "queues": [{"name": "q"}], "database": {"secretName": "db"}}});

@@ -1,15 +1,6 @@
-use serde_json::Value;
-
-use crate::{counts, post_webhook, spawn_gateway, webhook_request, ADMIN_KEY, READ_KEY, SECRET};
-
-async fn problem(r: reqwest::Response, status: u16) -> Value {
-    assert_eq!(r.status(), status);
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert_eq!(ct, "application/problem+json");
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["status"], status);
-    v
-}
+use crate::{
+    counts, post_webhook, problem, spawn_gateway, webhook_request, ADMIN_KEY, READ_KEY, SECRET,
+};
 
 #[tokio::test]
 async fn every_bad_webhook_gets_its_status_a_problem_body_and_writes_nothing() -> anyhow::Result<()>

@@ -79,6 +79,16 @@ pub async fn spawn_gateway_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyho
     })
 }
 
+/// Asserts a problem+json answer with `status`; returns the problem document.
+pub async fn problem(r: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(r.status(), status);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(ct, "application/problem+json");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["status"], status);
+    v
+}
+
 /// Signs and posts a webhook body.
 pub async fn post_webhook(g: &Gateway, source: &str, id: &str, body: &str) -> reqwest::Response {
     let ts = chrono::Utc::now().timestamp();

@@ -9,19 +9,9 @@ use pgfleet_testkit::eventually;
 use serde_json::{json, Value};
 
 use crate::{
-    counts, post_webhook, spawn_gateway, start_worker, webhook_request, ADMIN_KEY, READ_KEY, SECRET,
+    counts, post_webhook, problem, spawn_gateway, start_worker, webhook_request, ADMIN_KEY,
+    READ_KEY, SECRET,
 };
-
-async fn problem(r: reqwest::Response, status: u16) -> Value {
-    assert_eq!(r.status(), status);
-    assert_eq!(
-        r.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["status"], status);
-    v
-}
 
 async fn post_job(g: &crate::Gateway, body: &str) -> reqwest::Response {
     g.http
