@@ -78,7 +78,11 @@ async fn the_page_subscribes_sends_and_the_service_worker_shows_the_push() -> an
             Ok(fake.received_by(&sub).into_iter().find_map(|r| r.plaintext))
         })
         .await?;
-        std::fs::write(&push_file, &got)?;
+        // Written whole, then renamed into place: the page polls for the file and must never
+        // read it half-written (an empty push shows no notification).
+        let partial = push_file.with_extension("partial");
+        std::fs::write(&partial, &got)?;
+        std::fs::rename(&partial, &push_file)?;
         anyhow::Ok(got)
     };
     let (out, plaintext) = tokio::time::timeout(Duration::from_secs(120), async {
