@@ -31,6 +31,12 @@ pub enum EmbedError {
         /// What it printed.
         output: String,
     },
+    /// The server refused a statement, or its URL is invalid.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A URL that does not parse.
+    #[error("invalid database URL: {0}")]
+    Url(#[from] url::ParseError),
     /// File system or process error.
     #[error("{context}: {source}")]
     Io {
@@ -262,4 +268,97 @@ pub fn find_bin() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, b)| b)
+}
+
+/// The PostgreSQL server a command or a test suite uses: one given by URL, or a private
+/// cluster this process started (and stops when it exits).
+#[derive(Debug)]
+pub enum Server {
+    /// A server given by URL (its database part is the admin database).
+    External(String),
+    /// A private cluster.
+    Private(Cluster),
+}
+
+impl Server {
+    /// The server at `url` when one is given (and not empty), else a private cluster started
+    /// with `config()`.
+    ///
+    /// # Errors
+    /// [`EmbedError`] when the cluster cannot start.
+    pub fn url_or_start(
+        url: Option<String>,
+        config: impl FnOnce() -> EmbedConfig,
+    ) -> Result<Self, EmbedError> {
+        match url.filter(|u| !u.is_empty()) {
+            Some(u) => Ok(Self::External(u)),
+            None => Cluster::start(&config()).map(Self::Private),
+        }
+    }
+
+    /// The URL of the admin database (`postgres` on a private cluster).
+    pub fn admin_url(&self) -> String {
+        match self {
+            Self::External(u) => u.clone(),
+            Self::Private(c) => c.url("postgres"),
+        }
+    }
+
+    /// The private cluster, when it is one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        match self {
+            Self::External(_) => None,
+            Self::Private(c) => Some(c),
+        }
+    }
+
+    /// Creates database `name` (unless it exists) and returns its URL.
+    ///
+    /// # Errors
+    /// [`EmbedError::Database`] when the server refuses.
+    pub async fn create_database(&self, name: &str) -> Result<String, EmbedError> {
+        use sqlx::Connection;
+        let admin: sqlx::postgres::PgConnectOptions = self.admin_url().parse()?;
+        let mut conn = sqlx::PgConnection::connect_with(&admin).await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await?;
+        if !exists {
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            sqlx::query(&format!("CREATE DATABASE {quoted}"))
+                .execute(&mut conn)
+                .await?;
+        }
+        conn.close().await?;
+        database_url(&self.admin_url(), name)
+    }
+}
+
+/// `url` with its database replaced by `name` (query parameters such as `sslmode` kept).
+///
+/// # Errors
+/// [`EmbedError::Url`] when `url` is not a URL.
+pub fn database_url(url: &str, name: &str) -> Result<String, EmbedError> {
+    let mut url = url::Url::parse(url)?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_url;
+
+    #[test]
+    fn the_database_part_of_a_url_is_replaced_and_its_parameters_kept() {
+        assert_eq!(
+            database_url("postgres://u@h:5/postgres?sslmode=require", "x").unwrap(),
+            "postgres://u@h:5/x?sslmode=require"
+        );
+        assert_eq!(
+            database_url("postgres://u@h:5", "x").unwrap(),
+            "postgres://u@h:5/x"
+        );
+    }
 }

@@ -14,52 +14,33 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rand::Rng;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 
-use pgfleet_pgembed::{Cluster, EmbedConfig};
-
-/// Where the server comes from: an env URL or a private cluster.
-enum Server {
-    External(String),
-    Private(Cluster),
-}
+use pgfleet_pgembed::{EmbedConfig, Server};
 
 static SERVER: OnceLock<std::result::Result<Server, String>> = OnceLock::new();
 
 fn server() -> Result<&'static Server> {
     SERVER
         .get_or_init(|| {
-            for var in ["PGFLEET_TEST_DATABASE_URL", "DATABASE_URL"] {
-                if let Ok(url) = std::env::var(var) {
-                    if !url.is_empty() {
-                        return Ok(Server::External(url));
-                    }
-                }
-            }
-            let dir = std::env::temp_dir().join(format!(
-                "pgfleet-test-{}-{}",
-                std::process::id(),
-                rand::thread_rng().gen::<u32>()
-            ));
-            Cluster::start(&EmbedConfig {
-                dir,
+            let url = ["PGFLEET_TEST_DATABASE_URL", "DATABASE_URL"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()));
+            Server::url_or_start(url, || EmbedConfig {
+                dir: std::env::temp_dir().join(format!(
+                    "pgfleet-test-{}-{}",
+                    std::process::id(),
+                    rand::thread_rng().gen::<u32>()
+                )),
                 temporary: true,
                 fast_unsafe: true,
                 port: None,
                 settings: Vec::new(),
             })
-            .map(Server::Private)
             .map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| anyhow::anyhow!("cannot start a test PostgreSQL: {e}"))
-}
-
-fn admin_url() -> Result<String> {
-    Ok(match server()? {
-        Server::External(url) => url.clone(),
-        Server::Private(c) => c.url("postgres"),
-    })
 }
 
 /// A fresh, empty database owned by one test. Dropped databases are not removed when the
@@ -90,18 +71,12 @@ impl TestDb {
     /// # Errors
     /// When no server can be reached or started.
     pub async fn with_pool_size(max: u32) -> Result<Self> {
-        let admin: PgConnectOptions = admin_url()?.parse().context("parse database URL")?;
         let name = format!("pgfleet_t_{:016x}", rand::thread_rng().gen::<u64>());
-        let mut conn = PgConnection::connect_with(&admin)
-            .await
-            .context("connect to the test server")?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
+        let url = server()?
+            .create_database(&name)
             .await
             .context("create test database")?;
-        conn.close().await.ok();
-        let options = admin.clone().database(&name);
-        let url = options.to_url_lossy().to_string();
+        let options: PgConnectOptions = url.parse().context("parse database URL")?;
         let pool = PgPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(30))
