@@ -18,7 +18,7 @@ done
 
 # Everything is built before anything is timed (loadsim too: compiling it during the burst
 # would let the scale-up pass before it is checked).
-cargo build --release -q -p pgfleet
+cargo build --release -q -p pgfleet -p pgfleet-tools
 pgfleet="${CARGO_TARGET_DIR:-target}/release/pgfleet"
 
 created=0

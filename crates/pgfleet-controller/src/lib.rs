@@ -8,6 +8,7 @@
 pub mod cadence;
 pub mod crd;
 pub mod deployment;
+pub mod metrics;
 pub mod observe;
 pub mod outcome;
 pub mod reconcile;
@@ -17,3 +18,4 @@ pub mod scaling;
 pub mod uninstall;
 
 pub use crd::{WorkerPool, WorkerPoolSpec, WorkerPoolStatus};
+pub use metrics::ControllerMetrics;

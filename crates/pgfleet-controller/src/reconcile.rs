@@ -19,6 +19,7 @@ use serde_json::json;
 use crate::cadence::{self, Decided};
 use crate::crd::WorkerPool;
 use crate::deployment::{self, MANAGER};
+use crate::metrics::ControllerMetrics;
 use crate::observe::Observer;
 use crate::outcome::{outcome, Seen};
 use crate::scaling::{plan, History, Policy};
@@ -68,8 +69,10 @@ pub struct Context {
     pub observer: Arc<Observer>,
     /// Events are published as this controller.
     pub recorder: Recorder,
-    /// Controller metrics.
+    /// The process's registry.
     pub metrics: Arc<Metrics>,
+    /// The controller's families in `metrics`.
+    pub recorded: Arc<ControllerMetrics>,
     histories: Mutex<HashMap<String, Option<History>>>,
     decided: Mutex<HashMap<String, Decided>>,
     failures: Mutex<HashMap<String, u32>>,
@@ -101,6 +104,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             observer,
+            recorded: metrics.component(),
             metrics,
             histories: Mutex::new(HashMap::new()),
             decided: Mutex::new(HashMap::new()),
@@ -159,20 +163,18 @@ pub async fn reconcile(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Actio
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     });
-    ctx.metrics
-        .controller_reconcile_duration
-        .observe(started.elapsed().as_secs_f64());
+    ctx.recorded.record_reconcile(
+        &key,
+        started.elapsed().as_secs_f64(),
+        result.as_ref().err().map(Error::cause),
+    );
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     match &result {
         Ok(_) => {
             failures.remove(&key);
         }
-        Err(e) => {
+        Err(_) => {
             *failures.entry(key.clone()).or_default() += 1;
-            ctx.metrics
-                .controller_reconcile_errors
-                .with_label_values(&[&key, e.cause()])
-                .inc();
         }
     }
     result
@@ -235,10 +237,7 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
     let decision = match (&last, fresh) {
         (Some(d), false) => d.clone(),
         _ => {
-            ctx.metrics
-                .controller_decisions
-                .with_label_values(&[&key])
-                .inc();
+            ctx.recorded.count_decision(&key);
             let current = seen.exists.then_some(seen.current);
             decide_now(pool, ctx, &key, current, now, spec).await
         }
@@ -285,10 +284,7 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
         now,
     );
     if let Some(direction) = report.scaled {
-        ctx.metrics
-            .controller_scale_events
-            .with_label_values(&[&key, direction])
-            .inc();
+        ctx.recorded.count_scale(&key, direction);
         tracing::info!(pool = %key, from = seen.current, to = decision.desired, reason = %decision.reason, "scaled");
     }
     for n in &report.notices {
@@ -333,14 +329,8 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
             tracing::warn!(pool = %key, error = %e, "could not record the decision for pgfleet status");
         }
     }
-    ctx.metrics
-        .controller_desired_replicas
-        .with_label_values(&[&key])
-        .set(i64::from(decision.desired));
-    ctx.metrics
-        .controller_ready_replicas
-        .with_label_values(&[&key])
-        .set(i64::from(seen.ready));
+    ctx.recorded
+        .set_replicas(&key, decision.desired, seen.ready);
     let decision = Decided {
         applied,
         ..decision

@@ -144,8 +144,7 @@ pub async fn run(ctx: Arc<Context>, settings: Settings, stop: CancellationToken)
                     let _ = task.await;
                 }
                 // A follower's gauges would repeat the leader's stale view.
-                ctx.metrics.controller_desired_replicas.reset();
-                ctx.metrics.controller_ready_replicas.reset();
+                ctx.recorded.forget_replicas();
             }
             Step::Keep => {}
         }

@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
-use pgfleet_payments::events::{self, NewEvent};
-use pgfleet_queue::{NewJob, Queue};
-use serde_json::{json, Value};
+use pgfleet_payments::events::{self, EventRef, NewEvent};
+use pgfleet_queue::Queue;
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::problem::ApiError;
@@ -181,11 +181,15 @@ async fn try_write(
             if taken.insert(key) {
                 winners.push(i);
                 jobs.push(
-                    NewJob::new(job_queue, &p.event.job_kind)
-                        .payload(json!({"webhook_event_id": row, "source": p.event.source, "event_id": p.event.event_id}))
-                        .partition_key(&p.event.event_id)
-                        .metadata(p.event.metadata.clone())
-                        .unique_key(job_key(&p.event.source, &p.event.event_id)),
+                    EventRef {
+                        webhook_event_id: row,
+                        source: p.event.source.clone(),
+                        event_id: p.event.event_id.clone(),
+                    }
+                    .job(job_queue, &p.event.job_kind)
+                    .partition_key(&p.event.event_id)
+                    .metadata(p.event.metadata.clone())
+                    .unique_key(job_key(&p.event.source, &p.event.event_id)),
                 );
             }
         }

@@ -190,7 +190,7 @@ fn to_new_jobs(jobs: Vec<CreateJob>) -> Result<Vec<NewJob>, ApiError> {
 fn count_enqueued(state: &AppState, jobs: &[NewJob], out: &[pgfleet_queue::enqueue::Enqueued]) {
     for (j, e) in jobs.iter().zip(out) {
         if !e.duplicate {
-            state.metrics.count_enqueued(&j.queue, &j.kind, 1);
+            state.jobs.count_enqueued(&j.queue, &j.kind, 1);
         }
     }
 }

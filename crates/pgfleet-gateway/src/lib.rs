@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod json_guard;
 pub mod messages;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod push;
@@ -54,8 +55,12 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     /// The webhook group-commit writer.
     pub ingest: ingest::Ingest,
-    /// Prometheus metrics of this gateway.
+    /// The process's Prometheus registry (shared with in-process workers).
     pub metrics: Arc<pgfleet_telemetry::Metrics>,
+    /// The gateway's families in `metrics`.
+    pub recorded: Arc<metrics::GatewayMetrics>,
+    /// The job lifecycle families in `metrics` (jobs enqueued here).
+    pub jobs: Arc<pgfleet_telemetry::JobMetrics>,
     /// Per-credential rate limits, when configured.
     pub limiter: Option<Arc<ratelimit::RateLimiter>>,
 }
@@ -86,6 +91,8 @@ impl AppState {
             queue,
             config: Arc::new(config),
             ingest,
+            recorded: metrics.component(),
+            jobs: metrics.jobs(),
             metrics,
             limiter,
         }
@@ -148,15 +155,16 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
 /// Prometheus metrics; the queue gauges are refreshed at each scrape.
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let gauges = state.metrics.component::<pgfleet_telemetry::QueueGauges>();
     match state.queue.stats().await {
-        Ok(stats) => state.metrics.set_queue_stats(&stats),
+        Ok(stats) => gauges.set_queue_stats(&stats),
         Err(e) => tracing::warn!(error = %e, "queue statistics unavailable for /metrics"),
     }
     if let (Ok(w), Ok(l)) = (
         state.queue.workers(None).await,
         state.queue.partition_leases(None).await,
     ) {
-        state.metrics.set_fleet(&w, &l);
+        gauges.set_fleet(&w, &l);
     }
     (
         [(
@@ -182,13 +190,12 @@ async fn track(
     let method = req.method().as_str().to_owned();
     let started = std::time::Instant::now();
     let res = next.run(req).await;
-    let m = &state.metrics;
-    m.http_requests
-        .with_label_values(&[&route, &method, res.status().as_str()])
-        .inc();
-    m.http_duration
-        .with_label_values(&[&route])
-        .observe(started.elapsed().as_secs_f64());
+    state.recorded.record_request(
+        &route,
+        &method,
+        res.status().as_str(),
+        started.elapsed().as_secs_f64(),
+    );
     res
 }
 

@@ -328,11 +328,7 @@ impl From<store::Notification> for NotificationDto {
 async fn create(state: &AppState, n: NewNotification) -> Result<NotificationDto, ApiError> {
     let note =
         store::create_notification(&state.queue, &n, pgfleet_telemetry::trace_metadata()).await?;
-    state
-        .metrics
-        .notifications_created
-        .with_label_values(&[n.priority.as_str()])
-        .inc();
+    state.recorded.count_notification(n.priority.as_str());
     Ok(note.into())
 }
 

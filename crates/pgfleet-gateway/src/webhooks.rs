@@ -103,11 +103,7 @@ pub async fn receive(
         state.config.tolerance.as_secs() as i64,
     )
     .map_err(|e| {
-        state
-            .metrics
-            .webhook_signature_failures
-            .with_label_values(&[&source])
-            .inc();
+        state.recorded.count_signature_failure(&source);
         ApiError::Unauthorized(format!("webhook signature: {e}"))
     })?;
     let payload: Value = parse_json(&body)?;
@@ -132,15 +128,11 @@ pub async fn receive(
         Ok(_) => "duplicate",
         Err(_) => "failed",
     };
-    state
-        .metrics
-        .webhooks
-        .with_label_values(&[&source, result])
-        .inc();
+    state.recorded.count_webhook(&source, result);
     if result == "accepted" {
         let kind = job_kind(&source);
         state
-            .metrics
+            .jobs
             .count_enqueued(&state.config.webhook_queue, &kind, 1);
     }
     res

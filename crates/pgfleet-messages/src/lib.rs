@@ -6,13 +6,16 @@
 //! 2xx — once, whatever retries happen — and otherwise retries with backoff until the job
 //! is discarded.
 //!
+//! [`kind`] is the `messages.deliver` kind (typed arguments, handler, metrics);
 //! [`signature`] holds the signature schemes, shared with the gateway's ingest.
 
 pub mod deliver;
+pub mod kind;
 pub mod signature;
 pub mod store;
 
 pub use deliver::{Deliverer, MessageError};
+pub use kind::{DeliverMessage, MessageHandler, MessageMetrics};
 pub use store::{Message, NewMessage};
 
 /// The job kind that delivers one message.

@@ -4,10 +4,10 @@ use chrono::{DateTime, Utc};
 use pgfleet_queue::enqueue::Wakeups;
 use pgfleet_queue::{NewJob, Queue, QueueError};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
-use crate::{InvalidField, KIND};
+use crate::kind::DeliverMessage;
+use crate::InvalidField;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,15 +117,14 @@ pub async fn create_in(
         .bind(&urls)
         .fetch_all(&mut *conn)
         .await?;
-    let jobs: Vec<NewJob> = rows
+    let jobs = rows
         .iter()
         .map(|m| {
-            NewJob::new(queue_name, KIND)
-                .payload(json!({"message_id": m.id}))
-                .partition_key(m.recipient.clone())
-                .max_attempts(10)
+            Ok(NewJob::from_args(&DeliverMessage { message_id: m.id })?
+                .on_queue(queue_name)
+                .partition_key(m.recipient.clone()))
         })
-        .collect();
+        .collect::<Result<Vec<NewJob>, QueueError>>()?;
     let (_, wakeups) = queue.enqueue_in(conn, &jobs).await?;
     Ok((rows, wakeups))
 }

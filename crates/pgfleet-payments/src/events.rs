@@ -139,3 +139,47 @@ pub(crate) async fn failed(pool: &PgPool, id: i64, error: &str) -> Result<(), sq
     .await
     .map(drop)
 }
+
+/// The payload of the job that processes a stored event (`payments.process`, or
+/// `webhooks.<source>` for other sources): the row and the provider's identity of the event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventRef {
+    /// The `webhook_events` row.
+    pub webhook_event_id: i64,
+    /// Source (`payments`, ...).
+    #[serde(default)]
+    pub source: String,
+    /// Provider's event id.
+    #[serde(default)]
+    pub event_id: String,
+}
+
+impl EventRef {
+    /// The job of `kind` on `queue` that processes this event.
+    pub fn job(&self, queue: &str, kind: &str) -> pgfleet_queue::NewJob {
+        let payload = serde_json::json!({
+            "webhook_event_id": self.webhook_event_id,
+            "source": self.source,
+            "event_id": self.event_id,
+        });
+        pgfleet_queue::NewJob::new(queue, kind).payload(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_job_carries_its_reference_as_typed_arguments() {
+        let r = EventRef {
+            webhook_event_id: 42,
+            source: "payments".into(),
+            event_id: "evt_1".into(),
+        };
+        let job = r.job("default", crate::KIND);
+        assert_eq!(job.kind, crate::KIND);
+        let args: crate::ProcessPayment = serde_json::from_value(job.payload).unwrap();
+        assert_eq!(args.0, r);
+    }
+}

@@ -14,11 +14,13 @@
 
 mod currency;
 pub mod events;
+pub mod kind;
 
 use pgfleet_queue::Queue;
 use serde_json::Value;
 
 pub use currency::is_iso4217;
+pub use kind::{PaymentHandler, ProcessPayment};
 
 /// The job kind that processes a stored payment event.
 pub const KIND: &str = "payments.process";

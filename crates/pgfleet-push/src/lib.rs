@@ -11,16 +11,19 @@
 //!   and the classification of the push service's answer;
 //! - [`store`]: subscriptions, notifications (one `webpush.deliver` job per active
 //!   subscription, inserted as one batch in the caller's transaction) and delivery attempts;
-//! - [`deliver`]: the `webpush.deliver` step a worker runs.
+//! - [`deliver`]: the `webpush.deliver` step a worker runs;
+//! - [`kind`]: the `webpush.deliver` kind (typed arguments, handler, metrics).
 
 pub mod client;
 pub mod deliver;
+pub mod kind;
 pub mod payload;
 pub mod store;
 pub mod subscription;
 pub mod vapid;
 
 pub use client::{PushClient, Verdict};
+pub use kind::{DeliverPush, PushHandler, PushMetrics};
 pub use payload::{PushMessage, MAX_PLAINTEXT};
 pub use vapid::{VapidKeys, VapidSigner};
 

@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::payload::{PushMessage, MAX_PLAINTEXT};
 use crate::subscription::NewSubscription;
-use crate::{InvalidField, KIND};
+use crate::{DeliverPush, InvalidField};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -398,19 +398,22 @@ pub async fn create_notification_in(
         .bind(i32::try_from(subs.len()).unwrap_or(i32::MAX))
         .fetch_one(&mut *conn)
         .await?;
-    let jobs: Vec<NewJob> = subs
+    let jobs = subs
         .iter()
-        .map(|(sid, user)| {
-            let mut j = NewJob::new(n.priority.queue(), KIND)
-                .payload(json!({"notification_id": note.id, "subscription_id": sid}))
-                .partition_key(user.clone())
-                .max_attempts(8);
+        .map(|&(subscription_id, ref user)| {
+            let args = DeliverPush {
+                notification_id: note.id,
+                subscription_id,
+            };
+            let mut j = NewJob::from_args(&args)?
+                .on_queue(n.priority.queue())
+                .partition_key(user.clone());
             if let Some(m) = &metadata {
                 j = j.metadata(m.clone());
             }
-            j
+            Ok(j)
         })
-        .collect();
+        .collect::<Result<Vec<NewJob>, QueueError>>()?;
     let (_, wakeups) = queue.enqueue_in(conn, &jobs).await?;
     Ok((note, wakeups))
 }

@@ -105,6 +105,14 @@ impl Queue {
             .ok_or_else(|| QueueError::invalid("jobs", "nothing was enqueued"))
     }
 
+    /// Enqueues one job of a typed kind with its defaults (see [`crate::args`]).
+    ///
+    /// # Errors
+    /// As [`Queue::enqueue`].
+    pub async fn enqueue_args<A: crate::JobArgs>(&self, args: &A) -> Result<Enqueued> {
+        self.enqueue(NewJob::from_args(args)?).await
+    }
+
     /// Enqueues many jobs in one statement (one transaction) and wakes their partitions.
     /// Results are in input order. Either every job is written or none is.
     ///

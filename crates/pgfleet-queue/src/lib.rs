@@ -14,6 +14,7 @@
 //! - this crate knows neither HTTP nor Kubernetes.
 
 pub mod admin;
+pub mod args;
 pub mod backoff;
 pub mod claim;
 pub mod completer;
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
 
+pub use args::{ArgsError, JobArgs, KindDefaults};
 pub use error::{QueueError, Result};
 pub use job::{Job, JobState, NewJob};
 pub use partition::PartitionCount;

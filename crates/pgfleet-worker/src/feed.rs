@@ -235,7 +235,7 @@ fn count_stolen(shared: &Shared, stolen: &[Job], mine: &[i16]) {
     for (q, n, served) in per_queue(&shared.config.queues, foreign) {
         shared.stats.stolen.fetch_add(n, Ordering::Relaxed);
         if served {
-            shared.metrics.jobs_stolen.with_label_values(&[q]).inc_by(n);
+            shared.claims.count_stolen(q, n);
         }
     }
 }
@@ -273,10 +273,7 @@ async fn claim_from(
     };
     let began = std::time::Instant::now();
     let jobs = shared.queue.claim(&request).await?;
-    shared
-        .metrics
-        .claim_duration
-        .observe(began.elapsed().as_secs_f64());
+    shared.claims.observe_claim(began.elapsed().as_secs_f64());
     let stats = &shared.stats;
     stats.claims.fetch_add(1, Ordering::Relaxed);
     stats
@@ -284,11 +281,7 @@ async fn claim_from(
         .fetch_add(jobs.len() as u64, Ordering::Relaxed);
     for (q, n, served) in per_queue(&cfg.queues, jobs.iter()) {
         if served {
-            shared
-                .metrics
-                .jobs_claimed
-                .with_label_values(&[q])
-                .inc_by(n);
+            shared.claims.count_claimed(q, n);
         }
     }
     Ok(jobs)
@@ -316,7 +309,7 @@ fn accept(shared: &Arc<Shared>, jobs: Vec<Job>, completer: &mpsc::Sender<Finishe
     let n = jobs.len() as i64;
     if let Ok(mut buffer) = shared.buffer.lock() {
         buffer.extend(jobs);
-        shared.metrics.jobs_claimed_ahead.add(n);
+        shared.claims.buffered(n);
     }
     fill_slots(shared, completer);
 }
@@ -337,7 +330,7 @@ pub(crate) fn fill_slots(shared: &Arc<Shared>, completer: &mpsc::Sender<Finished
         let next = shared.buffer.lock().ok().and_then(|mut b| b.pop_front());
         match next {
             Some(job) => {
-                shared.metrics.jobs_claimed_ahead.dec();
+                shared.claims.buffered(-1);
                 start_job(shared, job, permit, completer.clone());
             }
             None => drop(permit),
@@ -357,7 +350,7 @@ pub(crate) async fn release_buffer(shared: &Shared, completer: &mpsc::Sender<Fin
     if jobs.is_empty() {
         return;
     }
-    shared.metrics.jobs_claimed_ahead.sub(jobs.len() as i64);
+    shared.claims.buffered(-(jobs.len() as i64));
     tracing::info!(jobs = jobs.len(), "releasing jobs claimed ahead");
     for job in jobs {
         if let Ok(mut held) = shared.held.lock() {

@@ -1,4 +1,5 @@
-//! Job handlers: a registry from job kind to an async function, and the built-in kinds.
+//! Job handlers: a registry from job kind to an async function, and the built-in kinds
+//! (`noop`, `sleep`, `fail`). Typed kinds register through [`crate::kind`].
 //!
 //! A handler returns `Ok(())` on success or a [`JobError`] whose [`Disposition`] tells the
 //! runtime what to do: retry with backoff, discard at once, or snooze without spending an
@@ -99,7 +100,7 @@ pub struct Registry {
 }
 
 /// The default per-kind timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_TIMEOUT: Duration = pgfleet_queue::KindDefaults::DEFAULT.timeout;
 
 impl Registry {
     /// An empty registry.
@@ -145,112 +146,6 @@ impl Registry {
         k
     }
 
-    /// Registers `payments.process`: validates the stored payment event, upserts the ledger
-    /// idempotently and marks the event done (see `pgfleet-payments`). An invalid or missing
-    /// event is a permanent failure; a database error retries.
-    pub fn with_payments(&mut self, queue: pgfleet_queue::Queue) -> &mut Self {
-        self.register(pgfleet_payments::KIND, move |job, _ctx| {
-            let queue = queue.clone();
-            async move {
-                let row = job
-                    .payload
-                    .get("webhook_event_id")
-                    .and_then(serde_json::Value::as_i64)
-                    .ok_or_else(|| JobError::permanent("payload has no webhook_event_id"))?;
-                match pgfleet_payments::process(&queue, row).await {
-                    Ok(_) => Ok(()),
-                    // A database or notification failure rolled everything back: retry.
-                    Err(
-                        e @ (pgfleet_payments::ProcessError::Database(_)
-                        | pgfleet_payments::ProcessError::Notify(_)),
-                    ) => Err(JobError::retry(e.to_string())),
-                    Err(e) => Err(JobError::permanent(e.to_string())),
-                }
-            }
-        });
-        self
-    }
-
-    /// Registers `webpush.deliver` (see `pgfleet-push`): 2xx completes; 404/410 deactivates
-    /// the subscription and completes; 429/5xx retries no earlier than `Retry-After`; other
-    /// refusals discard; no answer retries with backoff. Every attempt is recorded, and
-    /// counted in `metrics`.
-    pub fn with_push(
-        &mut self,
-        pool: sqlx::PgPool,
-        client: pgfleet_push::PushClient,
-        metrics: Arc<pgfleet_telemetry::Metrics>,
-    ) -> &mut Self {
-        use pgfleet_push::deliver::DeliverError;
-        self.register(pgfleet_push::KIND, move |job, _ctx| {
-            let (pool, client, metrics) = (pool.clone(), client.clone(), metrics.clone());
-            async move {
-                let id = |f: &str| job.payload.get(f).and_then(serde_json::Value::as_i64);
-                let (Some(n), Some(s)) = (id("notification_id"), id("subscription_id")) else {
-                    return Err(JobError::permanent(
-                        "payload needs notification_id and subscription_id",
-                    ));
-                };
-                let report =
-                    pgfleet_push::deliver::deliver(&pool, &client, n, s, job.attempt).await;
-                if let Some(d) = &report.delivery {
-                    let status = d
-                        .http_status
-                        .map_or_else(|| "none".to_owned(), |s| s.to_string());
-                    metrics
-                        .push_deliveries
-                        .with_label_values(&[verdict_label(&d.verdict), &status])
-                        .inc();
-                    metrics.push_duration.observe(d.latency.as_secs_f64());
-                    metrics.push_crypto_duration.observe(d.crypto.as_secs_f64());
-                }
-                match report.result {
-                    Ok(_) => Ok(()),
-                    Err(DeliverError::Retry(m)) => Err(JobError::retry(m)),
-                    Err(DeliverError::RetryAfter(after, m)) => Err(JobError::retry_after(after, m)),
-                    Err(DeliverError::Permanent(m)) => Err(JobError::permanent(m)),
-                }
-            }
-        });
-        self
-    }
-
-    /// Registers `messages.deliver` (see `pgfleet-messages`): a signed POST; 2xx marks the
-    /// message sent (once); anything else retries with backoff until the job is discarded.
-    pub fn with_messages(
-        &mut self,
-        pool: sqlx::PgPool,
-        deliverer: pgfleet_messages::Deliverer,
-        metrics: Arc<pgfleet_telemetry::Metrics>,
-    ) -> &mut Self {
-        use pgfleet_messages::MessageError;
-        self.register(pgfleet_messages::KIND, move |job, _ctx| {
-            let (pool, deliverer, metrics) = (pool.clone(), deliverer.clone(), metrics.clone());
-            async move {
-                let Some(id) = job
-                    .payload
-                    .get("message_id")
-                    .and_then(serde_json::Value::as_i64)
-                else {
-                    return Err(JobError::permanent("payload needs message_id"));
-                };
-                let result = deliverer.deliver(&pool, id).await;
-                let label = match &result {
-                    Ok(_) => "sent",
-                    Err(MessageError::Retry(_)) => "retry",
-                    Err(MessageError::Permanent(_)) => "failed",
-                };
-                metrics.messages_delivered.with_label_values(&[label]).inc();
-                match result {
-                    Ok(_) => Ok(()),
-                    Err(MessageError::Retry(m)) => Err(JobError::retry(m)),
-                    Err(MessageError::Permanent(m)) => Err(JobError::permanent(m)),
-                }
-            }
-        });
-        self
-    }
-
     /// The built-in kinds for benchmarks and tests:
     /// - `noop`: succeeds at once;
     /// - `sleep`: sleeps `payload.ms` milliseconds (cancellable), then succeeds;
@@ -288,16 +183,5 @@ impl Registry {
             }
         });
         r
-    }
-}
-
-fn verdict_label(v: &pgfleet_push::Verdict) -> &'static str {
-    use pgfleet_push::Verdict;
-    match v {
-        Verdict::Delivered => "delivered",
-        Verdict::Gone => "gone",
-        Verdict::RetryAfter(_) => "retry",
-        Verdict::Rejected => "rejected",
-        Verdict::Transport => "transport",
     }
 }

@@ -39,7 +39,8 @@ use crate::config::WorkerConfig;
 use crate::handler::{Disposition, JobContext, Registry};
 use crate::health::Readiness;
 use crate::membership::Membership;
-use pgfleet_telemetry::Metrics;
+use crate::metrics::ClaimMetrics;
+use pgfleet_telemetry::{JobMetrics, Metrics};
 
 /// Why the worker stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +116,10 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) ready: Readiness,
     pub(crate) metrics: Arc<Metrics>,
+    /// The worker's families in `metrics`.
+    pub(crate) claims: Arc<ClaimMetrics>,
+    /// The job lifecycle families in `metrics`.
+    pub(crate) jobs: Arc<JobMetrics>,
 }
 
 impl Shared {
@@ -163,6 +168,7 @@ impl Worker {
         for q in &config.queues {
             pgfleet_queue::job::validate_queue_name(q)?;
         }
+        let metrics = Arc::new(Metrics::new("worker"));
         let shared = Arc::new(Shared {
             worker_id: Arc::from(config.id.as_str()),
             slots: Arc::new(Semaphore::new(config.concurrency)),
@@ -177,7 +183,9 @@ impl Worker {
             closing: AtomicBool::new(false),
             stats: Arc::new(WorkerStats::default()),
             ready: Readiness::default(),
-            metrics: Arc::new(Metrics::new("worker")),
+            claims: metrics.component(),
+            jobs: metrics.jobs(),
+            metrics,
             queue,
             config,
             registry,
@@ -194,6 +202,8 @@ impl Worker {
     /// process share one `/metrics`).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.claims = metrics.component();
+            shared.jobs = metrics.jobs();
             shared.metrics = metrics;
         }
         self
@@ -274,10 +284,10 @@ impl Background {
             let mut lc = ListenerConfig::new(connect);
             lc.channels = initial.iter().map(|&p| channel(p)).collect();
             lc.channels.push(CONTROL_CHANNEL.to_owned());
-            let metrics = shared.metrics.clone();
+            let claims = shared.claims.clone();
             let hook: pgfleet_queue::listener::Hook = Arc::new(move |e| {
                 if *e == pgfleet_queue::listener::ListenerEvent::Reconnected {
-                    metrics.listener_reconnects.inc();
+                    claims.count_reconnect();
                 }
             });
             let (listener, messages) = Listener::spawn(lc, Some(hook));
@@ -418,7 +428,7 @@ pub(crate) fn start_job(
             .busy_nanos
             .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
         shared.ran.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.record_attempt(
+        shared.jobs.record_attempt(
             &queue,
             &kind,
             began.elapsed().as_secs_f64(),
@@ -451,10 +461,12 @@ async fn execute(
         Outcome::failure(attempt, max_attempts, msg, permanent, backoff)
     };
     let Some(reg) = shared.registry.get(&job.kind) else {
+        // Retried, not discarded: a newer worker of a rolling deploy may run this kind.
         return Some(failure(
             format!(
-                "no handler registered for kind {:?} on this worker",
-                job.kind
+                "no handler registered for kind {:?} on this worker (it runs: {})",
+                job.kind,
+                shared.registry.kinds().join(", ")
             ),
             false,
         ));

@@ -9,16 +9,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use pgfleet_pgembed::{Cluster, EmbedConfig};
+use pgfleet_app::database::DEFAULT_DATA_DIR;
+use pgfleet_app::{App, AppConfig};
+use pgfleet_pgembed::{EmbedConfig, Server};
 use pgfleet_queue::Queue;
-use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
-use crate::database::{connect_pool, DbArgs, DEFAULT_DATA_DIR};
+use crate::database::DbArgs;
 use crate::delivery::{DeliveryFlags, VapidFlags};
 use crate::gateway::GatewayFlags;
-use crate::worker::{Handlers, WorkerFlags};
-use pgfleet_gateway::AppState;
+use crate::worker::WorkerFlags;
 
 /// `pgfleet dev`.
 #[derive(Debug, clap::Args)]
@@ -95,34 +95,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .db
         .url
         .clone()
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .filter(|u| !u.is_empty());
-    let (url, _cluster) = match explicit {
-        Some(url) => (url, None),
-        None => {
-            let dir = std::path::absolute(args.data_dir.join("pg"))?;
-            eprintln!("starting a private PostgreSQL in {} ...", dir.display());
-            let cluster = Cluster::start(&EmbedConfig {
-                dir,
-                temporary: false,
-                fast_unsafe: false,
-                port: args.pg_port,
-                settings: Vec::new(),
-            })?;
-            ensure_database(&cluster.url("postgres"), "pgfleet").await?;
-            (cluster.url("pgfleet"), Some(cluster))
+        .or_else(|| std::env::var("DATABASE_URL").ok());
+    let data_dir = std::path::absolute(&args.data_dir)?;
+    let pg = Server::url_or_start(explicit, || {
+        let dir = data_dir.join("pg");
+        eprintln!("starting a private PostgreSQL in {} ...", dir.display());
+        EmbedConfig {
+            dir,
+            temporary: false,
+            fast_unsafe: false,
+            port: args.pg_port,
+            settings: Vec::new(),
         }
+    })?;
+    let url = match &pg {
+        Server::External(url) => url.clone(),
+        Server::Private(_) => pg.create_database("pgfleet").await?,
     };
-    let options: sqlx::postgres::PgConnectOptions = url.parse().context("invalid database URL")?;
-    // Two pools: the gateway's commits durably (acknowledged means committed); the
-    // workers' uses asynchronous commit (a lost write there only means a re-run).
-    let pool = connect_pool(options.clone(), args.db.pool_size_or(10)).await?;
-    let partitions = pgfleet_queue::migrate::migrate(&pool, args.partitions).await?;
-    let worker_pool = connect_pool(
-        pgfleet_worker::worker_connect_options(options.clone()),
-        args.db.pool_size_or(10),
-    )
-    .await?;
     std::fs::create_dir_all(&args.data_dir)?;
     let mut gateway = args.gateway.clone();
     if gateway.api_keys.is_empty() {
@@ -163,55 +152,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     // Browsers' push services are https, but a local fake or test service may be plain http.
     gateway.push_allow_http_loopback = true;
-    let config = gateway.config(&vapid)?;
-    let handlers = Handlers::from_flags(&vapid, &delivery)?;
-    let queue = Queue::new(pool).await?;
-    let worker_queue = Queue::new(worker_pool).await?;
-    let stop = crate::shutdown_on_signal();
-    // One registry for the gateway and the workers: http://…/metrics shows everything.
-    let metrics = std::sync::Arc::new(pgfleet_telemetry::Metrics::new("dev"));
-    let mut tasks = Vec::new();
-    let local = if args.pools.as_os_str().is_empty() {
+    let mut config = AppConfig::new(url.parse().context("invalid database URL")?, "dev");
+    config.pool_size = args.db.pool_size;
+    config.partitions = args.partitions;
+    config.gateway = Some(gateway.config(&vapid)?);
+    config.worker = args.worker.settings();
+    config.kinds = crate::worker::kinds(&vapid, &delivery)?;
+    config.local_pools = if args.pools.as_os_str().is_empty() {
         Vec::new()
     } else {
-        crate::local_pools::load(&args.pools)?
+        pgfleet_app::local_pools::load(&args.pools)?
     };
-    let rt = crate::local_pools::Runtime {
-        observer: std::sync::Arc::new(pgfleet_controller::observe::Observer::new(queue.clone())),
-        worker_queue: worker_queue.clone(),
-        options: options.clone(),
-        handlers: handlers.clone(),
-        metrics: metrics.clone(),
-        flags: args.worker.clone(),
-    };
-    for pool in local.iter().cloned() {
-        let (rt, stop) = (rt.clone(), stop.clone());
-        tasks.push(tokio::spawn(crate::local_pools::run(pool, rt, stop)));
-    }
-    let fixed = if local.is_empty() {
-        args.workers.max(1)
-    } else {
-        0
-    };
-    for _ in 0..fixed {
-        let worker =
-            args.worker
-                .build(&worker_queue, options.clone(), &handlers, metrics.clone())?;
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            worker.run(stop).await.map_err(anyhow::Error::from)
-        }));
-    }
+    config.workers = args.workers.max(1);
+    let app = App::build(config).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
     let addr = listener.local_addr()?;
-    let state = AppState::with_metrics(queue.clone(), config, metrics);
-    let server = tokio::spawn(pgfleet_gateway::serve(listener, state, stop.clone()));
     let url_file = args.data_dir.join("database-url");
     std::fs::write(&url_file, &url)?;
-    print_banner(&url, addr, partitions.get(), &gateway);
-    for p in &local {
+    print_banner(&url, addr, app.partitions().get(), &gateway);
+    for p in &app.config().local_pools {
         println!(
             "  local pool:      {} ({}..{} workers, queues {})",
             p.metadata.name.as_deref().unwrap_or("?"),
@@ -220,23 +181,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             pgfleet_controller::deployment::queues_arg(p)
         );
     }
+    let stop = crate::shutdown_on_signal();
     if args.status_every > 0 {
         tokio::spawn(report(
-            queue.clone(),
+            app.queue().clone(),
             Duration::from_secs(args.status_every),
             stop.clone(),
         ));
     }
     println!("pgfleet ready: http://{addr}");
-    stop.cancelled().await;
-    server.await??;
-    for t in tasks {
-        t.await??;
-    }
-    queue.close().await;
-    worker_queue.close().await;
+    let result = app.run(Some(listener), stop).await;
     let _ = std::fs::remove_file(url_file);
-    Ok(())
+    drop(pg);
+    Ok(result?)
 }
 
 fn hex_string(bytes: &[u8]) -> String {
@@ -264,22 +221,6 @@ fn print_banner(url: &str, addr: std::net::SocketAddr, partitions: u16, gateway:
     println!("  payment webhook: http://{addr}/webhooks/payments   (secret {secret})");
     println!("  enqueue:         pgfleet enqueue sleep --payload '{{\"ms\": 50}}' --count 1000");
     println!("  stop:            Ctrl-C");
-}
-
-async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(name)
-            .fetch_one(&mut conn)
-            .await?;
-    if !exists {
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut conn)
-            .await?;
-    }
-    conn.close().await?;
-    Ok(())
 }
 
 async fn report(queue: Queue, every: Duration, stop: CancellationToken) {

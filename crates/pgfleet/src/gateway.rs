@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use pgfleet_gateway::{AppState, GatewayConfig};
-use pgfleet_queue::Queue;
+use pgfleet_app::{App, AppConfig};
+use pgfleet_gateway::GatewayConfig;
 
 use crate::database::DbArgs;
 use crate::delivery::VapidFlags;
@@ -104,19 +104,14 @@ pub struct GatewayArgs {
 /// # Errors
 /// Bad configuration, an unreachable database, or a port in use.
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let config = args.gateway.config(&args.vapid)?;
-    if config.api_keys.is_empty() && config.hmac_secret.is_none() {
-        anyhow::bail!("no credentials configured: set PGFLEET_API_KEYS or PGFLEET_HMAC_SECRET");
-    }
-    let pool = args.db.connect().await?;
-    pgfleet_queue::migrate::migrate(&pool, None).await?;
-    let queue = Queue::new(pool).await?;
+    let mut config = AppConfig::new(args.db.options()?, "gateway");
+    config.pool_size = args.db.pool_size;
+    config.gateway = Some(args.gateway.config(&args.vapid)?);
+    let app = App::build(config).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    let state = AppState::new(queue.clone(), config);
-    pgfleet_gateway::serve(listener, state, crate::shutdown_on_signal()).await?;
-    queue.close().await;
+    app.run(Some(listener), crate::shutdown_on_signal()).await?;
     Ok(())
 }

@@ -1,25 +1,21 @@
 //! `pgfleet`: one binary for every pgfleet component.
 //!
 //! Subcommands: `dev` (everything on a laptop, on an embedded PostgreSQL by default),
-//! `migrate`, `enqueue`, `worker`, `gateway`, `status`, `bench`, `loadsim`, `vapid`, `faker`, `controller`, `crd`, `chaos`. Settings come from flags or from
+//! `migrate`, `enqueue`, `worker`, `gateway`, `status`, `vapid`, `controller`, `crd`, `pools`;
+//! `bench`, `loadsim`, `faker` and `chaos` run the `pgfleet-tools` binary next to this one
+//! (not shipped in the production image). The components are assembled by `pgfleet-app`;
+//! this crate is its command line. Settings come from flags or from
 //! `PGFLEET_*` environment variables; the database from `--database-url`,
 //! `PGFLEET_DATABASE_URL` or `DATABASE_URL`.
 
-mod bench;
-mod bench_fleet;
-mod bench_long_tx;
-mod bench_push;
-mod chaos;
 mod controller;
 mod database;
 mod delivery;
 mod dev;
 mod enqueue;
-mod faker;
 mod gateway;
-mod loadsim;
-mod local_pools;
 mod status;
+mod tools;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -49,14 +45,19 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Show queue statistics, workers and partition ownership.
     Status(status::StatusArgs),
-    /// Measure throughput and latency against a baseline measured in the same run.
-    Bench(bench::BenchArgs),
-    /// Send signed random payment webhooks at a fixed rate and summarise the answers.
-    Loadsim(loadsim::LoadsimArgs),
+    /// Measure throughput and latency against a baseline measured in the same run
+    /// (runs pgfleet-tools).
+    #[command(disable_help_flag = true)]
+    Bench(tools::ToolArgs),
+    /// Send signed random payment webhooks at a fixed rate and summarise the answers
+    /// (runs pgfleet-tools).
+    #[command(disable_help_flag = true)]
+    Loadsim(tools::ToolArgs),
     /// VAPID keys for Web Push.
     Vapid(delivery::VapidArgs),
-    /// Insert bulk test data (unsent outbound messages with their jobs).
-    Faker(faker::FakerArgs),
+    /// Insert bulk test data (unsent outbound messages with their jobs; runs pgfleet-tools).
+    #[command(disable_help_flag = true)]
+    Faker(tools::ToolArgs),
     /// Run the WorkerPool controller (Kubernetes operator) with leader election.
     Controller(controller::ControllerArgs),
     /// Print the WorkerPool CustomResourceDefinition as YAML (`--apply`: install or upgrade it
@@ -65,8 +66,10 @@ enum Command {
     /// Manage WorkerPools through the Kubernetes API (the chart's uninstall hook).
     Pools(controller::PoolsArgs),
     /// Send signed webhooks while killing workers, cutting listeners and restarting
-    /// PostgreSQL and the gateway; check nothing acknowledged was lost or duplicated.
-    Chaos(chaos::ChaosArgs),
+    /// PostgreSQL and the gateway; check nothing acknowledged was lost or duplicated
+    /// (runs pgfleet-tools).
+    #[command(disable_help_flag = true)]
+    Chaos(tools::ToolArgs),
 }
 
 mod migrate {
@@ -108,14 +111,14 @@ async fn main() -> std::process::ExitCode {
         Command::Worker(a) => worker::run(a).await,
         Command::Gateway(a) => gateway::run(a).await,
         Command::Status(a) => status::run(a).await,
-        Command::Bench(a) => bench::run(a).await,
-        Command::Loadsim(a) => loadsim::run(a).await,
+        Command::Bench(a) => tools::run("bench", a),
+        Command::Loadsim(a) => tools::run("loadsim", a),
         Command::Vapid(a) => delivery::run(a),
-        Command::Faker(a) => faker::run(a).await,
+        Command::Faker(a) => tools::run("faker", a),
         Command::Controller(a) => controller::run(a).await,
         Command::Crd(a) => controller::crd(a).await,
         Command::Pools(a) => controller::pools(a).await,
-        Command::Chaos(a) => chaos::run(a).await,
+        Command::Chaos(a) => tools::run("chaos", a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -47,9 +47,8 @@ async fn the_page_subscribes_sends_and_the_service_worker_shows_the_push() -> an
     };
     let fake = FakePushService::start().await?;
     let client = PushClient::new(Arc::new(VapidSigner::new(keys)), Duration::from_secs(5))?;
-    let (_stop, _task) = start_worker_with(&g, &["high", "default", "low"], move |r, q| {
-        let metrics = Arc::new(pgfleet_telemetry::Metrics::new("test"));
-        r.with_push(q.pool().clone(), client, metrics);
+    let (_stop, _task) = start_worker_with(&g, &["high", "default", "low"], move |k| {
+        k.push = Some(client);
     })
     .await?;
     // A queue with some history for the stats table.

@@ -11,11 +11,13 @@ mod push;
 mod tracing;
 mod webhooks;
 
+use pgfleet_app::{App, AppConfig, Kinds};
 use pgfleet_gateway::config::{ApiKey, Scope};
 use pgfleet_gateway::signature::WebhookSecret;
-use pgfleet_gateway::{AppState, GatewayConfig};
+use pgfleet_gateway::GatewayConfig;
 use pgfleet_queue::Queue;
 use pgfleet_testkit::TestDb;
+use pgfleet_worker::WorkerSettings;
 use tokio_util::sync::CancellationToken;
 
 pub const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
@@ -65,11 +67,15 @@ pub async fn spawn_gateway_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyho
     config.hmac_secret = Some(HMAC.as_bytes().to_vec());
     config.body_limit = 64 * 1024;
     tweak(&mut config);
+    drop(queue);
+    let mut app = AppConfig::new(db.options.clone(), "gateway");
+    app.gateway = Some(config);
+    let app = App::build(app).await?;
+    let queue = app.queue().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let stop = CancellationToken::new();
-    let state = AppState::new(queue.clone(), config);
-    tokio::spawn(pgfleet_gateway::serve(listener, state, stop.clone()));
+    tokio::spawn(app.run(Some(listener), stop.clone()));
     Ok(Gateway {
         db,
         queue,
@@ -140,36 +146,38 @@ pub async fn counts(g: &Gateway) -> anyhow::Result<(i64, i64, i64, i64)> {
 /// A running test worker: stopped by `stop`, finished when `task` returns.
 pub type WorkerHandle = (
     CancellationToken,
-    tokio::task::JoinHandle<Result<(), pgfleet_worker::WorkerError>>,
+    tokio::task::JoinHandle<Result<(), pgfleet_app::AppError>>,
 );
 
-/// Starts a worker (with the payments handler) on the gateway's database.
+/// Starts a worker process's worth of pgfleet (the built-in kinds and `payments.process`)
+/// on the gateway's database.
 pub async fn start_worker(g: &Gateway, queues: &[&str]) -> anyhow::Result<WorkerHandle> {
-    start_worker_with(g, queues, |_, _| {}).await
+    start_worker_with(g, queues, |_| {}).await
 }
 
-/// Starts a worker with the payments handler plus what `setup` registers; retries back
-/// off from 200 ms so retry paths run within a test.
+/// Like [`start_worker`] with the optional kinds `setup` configures; retries back off from
+/// 200 ms so retry paths run within a test.
 pub async fn start_worker_with(
     g: &Gateway,
     queues: &[&str],
-    setup: impl FnOnce(&mut pgfleet_worker::Registry, &Queue),
+    setup: impl FnOnce(&mut Kinds),
 ) -> anyhow::Result<WorkerHandle> {
-    let pool = g.db.new_pool(5).await?;
-    let queue = Queue::new(pool.clone()).await?;
-    let mut registry = pgfleet_worker::Registry::builtin();
-    registry.with_payments(queue.clone());
-    setup(&mut registry, &queue);
-    let mut config =
-        pgfleet_worker::WorkerConfig::new("pool", queues.iter().map(|s| s.to_string()).collect());
-    config.ownership_ttl = std::time::Duration::from_millis(1500);
-    config.backoff = pgfleet_queue::backoff::Backoff {
-        base: std::time::Duration::from_millis(200),
-        max: std::time::Duration::from_secs(2),
-        jitter: 0.0,
+    let mut config = AppConfig::new(g.db.options.clone(), "worker");
+    config.workers = 1;
+    config.worker = WorkerSettings {
+        pool: "pool".into(),
+        queues: queues.iter().map(|s| s.to_string()).collect(),
+        ownership_ttl: std::time::Duration::from_millis(1500),
+        backoff: pgfleet_queue::backoff::Backoff {
+            base: std::time::Duration::from_millis(200),
+            max: std::time::Duration::from_secs(2),
+            jitter: 0.0,
+        },
+        ..WorkerSettings::default()
     };
-    let worker = pgfleet_worker::Worker::new(queue, g.db.options.clone(), config, registry)?;
+    setup(&mut config.kinds);
+    let app = App::build(config).await?;
     let stop = CancellationToken::new();
-    let task = tokio::spawn(worker.run(stop.clone()));
+    let task = tokio::spawn(app.run(None, stop.clone()));
     Ok((stop, task))
 }

@@ -84,9 +84,8 @@ async fn a_message_is_retried_after_a_failure_and_marked_sent_once() -> anyhow::
         None,
         Duration::from_secs(5),
     )?;
-    let (_stop, _task) = start_worker_with(&g, &["default"], move |r, q| {
-        let metrics = Arc::new(pgfleet_telemetry::Metrics::new("test"));
-        r.with_messages(q.pool().clone(), deliverer, metrics);
+    let (_stop, _task) = start_worker_with(&g, &["default"], move |k| {
+        k.messages = Some(deliverer);
     })
     .await?;
 

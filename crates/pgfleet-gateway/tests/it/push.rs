@@ -39,9 +39,8 @@ async fn setup() -> anyhow::Result<Push> {
 impl Push {
     async fn worker(&self) -> anyhow::Result<WorkerHandle> {
         let client = self.client.clone();
-        start_worker_with(&self.g, QUEUES, move |r, q| {
-            let metrics = Arc::new(pgfleet_telemetry::Metrics::new("test"));
-            r.with_push(q.pool().clone(), client, metrics);
+        start_worker_with(&self.g, QUEUES, move |k| {
+            k.push = Some(client);
         })
         .await
     }

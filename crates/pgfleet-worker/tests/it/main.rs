@@ -4,6 +4,7 @@
 mod burn_down;
 mod fleet;
 mod lifecycle;
+mod typed;
 
 use std::time::Duration;
 

@@ -292,23 +292,6 @@ fn vapid_generate_prints_a_usable_key_pair() {
 }
 
 #[tokio::test]
-async fn faker_inserts_unsent_messages_with_their_jobs() -> anyhow::Result<()> {
-    let db = TestDb::new().await?;
-    let out = pgfleet(&db.url, &["faker", "--messages", "1200", "--batch", "500"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("inserted 1200 unsent messages"));
-    let (messages, unsent, jobs): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM pgfleet.messages), \
-                (SELECT count(*) FROM pgfleet.messages WHERE sent_at IS NULL), \
-                (SELECT count(*) FROM pgfleet.jobs WHERE kind = 'messages.deliver')",
-    )
-    .fetch_one(&db.pool)
-    .await?;
-    assert_eq!((messages, unsent, jobs), (1200, 1200, 1200));
-    Ok(())
-}
-
-#[tokio::test]
 async fn bench_long_tx_reports_throughput_and_dead_tuples_per_phase() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let out = pgfleet(

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use pgfleet_pgembed::{Cluster, EmbedConfig};
+use pgfleet_pgembed::{EmbedConfig, Server};
 use pgfleet_queue::{NewJob, Queue};
 use pgfleet_worker::{Registry, Worker, WorkerConfig};
 use serde_json::json;
@@ -24,7 +24,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::database::connect_pool;
+use pgfleet_app::database::connect_pool;
 
 /// Which benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,34 +107,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let url = args
         .url
         .clone()
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .filter(|u| !u.is_empty());
-    let (admin, _cluster, server) = match url {
-        Some(u) => (u, None, "DATABASE_URL"),
-        None => {
-            progress("starting a private PostgreSQL cluster (durable settings) ...");
-            let dir = std::env::temp_dir().join(format!("pgfleet-bench-{}", std::process::id()));
-            let c = Cluster::start(&EmbedConfig {
-                dir,
-                temporary: true,
-                fast_unsafe: false,
-                port: None,
-                settings: Vec::new(),
-            })?;
-            (c.url("postgres"), Some(c), "private cluster")
+        .or_else(|| std::env::var("DATABASE_URL").ok());
+    let pg = Server::url_or_start(url, || {
+        progress("starting a private PostgreSQL cluster (durable settings) ...");
+        EmbedConfig {
+            dir: std::env::temp_dir().join(format!("pgfleet-bench-{}", std::process::id())),
+            temporary: true,
+            fast_unsafe: false,
+            port: None,
+            settings: Vec::new(),
         }
+    })?;
+    let server = match pg {
+        Server::External(_) => "DATABASE_URL",
+        Server::Private(_) => "private cluster",
     };
-    let admin_opts: PgConnectOptions = admin.parse().context("invalid database URL")?;
     let name = format!("pgfleet_bench_{:08x}", rand::random::<u32>());
+    let db_url = pg.create_database(&name).await?;
+    let admin_opts: PgConnectOptions = pg.admin_url().parse().context("invalid database URL")?;
     let mut conn = sqlx::PgConnection::connect_with(&admin_opts).await?;
     let version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&mut conn)
         .await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
     let options = admin_opts.clone().database(&name);
-    let db_url = database_url(&admin, &name)?;
     let result = match args.suite {
         Suite::Queue => bench(&args, options, &db_url).await,
         Suite::Fleet => crate::bench_fleet::bench_fleet(&args, options, &db_url).await,
@@ -163,13 +158,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_table(&report);
     }
     Ok(())
-}
-
-/// `admin` with its database replaced by `name` (for the worker processes a suite starts).
-fn database_url(admin: &str, name: &str) -> anyhow::Result<String> {
-    let mut url = url::Url::parse(admin).context("invalid database URL")?;
-    url.set_path(&format!("/{name}"));
-    Ok(url.to_string())
 }
 
 /// Progress on stderr.

@@ -199,7 +199,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let key: Vec<u8> = (0..24).map(|_| rand::random::<u8>()).collect();
     use base64::Engine;
     let env = Arc::new(Env {
-        bin: std::env::current_exe()?,
+        bin: crate::pgfleet_bin()?,
         dir: dir.clone(),
         url: url.clone(),
         api_key: format!("chaos-{:016x}", rand::random::<u64>()),

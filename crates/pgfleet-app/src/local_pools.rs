@@ -6,23 +6,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use pgfleet_controller::observe::Observer;
 use pgfleet_controller::scaling::{plan, History, Policy};
-use pgfleet_controller::WorkerPool;
-use pgfleet_queue::Queue;
+use pgfleet_controller::{ControllerMetrics, WorkerPool};
 use pgfleet_telemetry::Metrics;
-use sqlx::postgres::PgConnectOptions;
+use pgfleet_worker::WorkerSettings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::{Handlers, WorkerFlags};
+use crate::app::WorkerFactory;
 
 /// Reads every `*.yaml` / `*.yml` WorkerPool in `dir` (none when it does not exist).
 ///
 /// # Errors
 /// A file that is not a valid WorkerPool (the message names it).
-pub fn load(dir: &Path) -> anyhow::Result<Vec<WorkerPool>> {
+pub fn load(dir: &Path) -> Result<Vec<WorkerPool>, LocalPoolError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
@@ -33,11 +31,15 @@ pub fn load(dir: &Path) -> anyhow::Result<Vec<WorkerPool>> {
     paths.sort();
     let mut pools = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(&path)?;
-        let pool: WorkerPool = serde_yaml::from_str(&text)
-            .with_context(|| format!("{} is not a WorkerPool", path.display()))?;
+        let file = |reason: String| LocalPoolError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| file(e.to_string()))?;
+        let pool: WorkerPool =
+            serde_yaml::from_str(&text).map_err(|e| file(format!("not a WorkerPool: {e}")))?;
         if pool.spec.min_replicas > pool.spec.max_replicas {
-            anyhow::bail!("{}: minReplicas exceeds maxReplicas", path.display());
+            return Err(file("minReplicas exceeds maxReplicas".into()));
         }
         pools.push(pool);
     }
@@ -49,33 +51,53 @@ pub fn load(dir: &Path) -> anyhow::Result<Vec<WorkerPool>> {
 pub struct Runtime {
     /// Reads statistics and records decisions (durable pool).
     pub observer: Arc<Observer>,
-    /// The workers' queue handle (asynchronous-commit pool).
-    pub worker_queue: Queue,
-    /// Listener connections.
-    pub options: PgConnectOptions,
-    /// Handlers to register.
-    pub handlers: Handlers,
+    /// Builds the pool's workers.
+    pub workers: WorkerFactory,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
     /// Worker settings (pool, queues and concurrency are the pool's).
-    pub flags: WorkerFlags,
+    pub settings: WorkerSettings,
+}
+
+/// Why a local pool stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalPoolError {
+    /// A file that is not a valid WorkerPool.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A worker could not be built.
+    #[error(transparent)]
+    Worker(#[from] pgfleet_worker::WorkerError),
 }
 
 /// Runs one local pool until `stop`: every `pollSeconds`, sample its queues, decide, and
 /// start or drain workers to match.
-pub async fn run(pool: WorkerPool, rt: Runtime, stop: CancellationToken) -> anyhow::Result<()> {
+///
+/// # Errors
+/// A worker that cannot be built from the pool's settings.
+pub async fn run(
+    pool: WorkerPool,
+    rt: Runtime,
+    stop: CancellationToken,
+) -> Result<(), LocalPoolError> {
     let name = pool.metadata.name.clone().unwrap_or_else(|| "local".into());
     let queues: Vec<String> = pool.spec.queues.iter().map(|q| q.name.clone()).collect();
-    let mut flags = rt.flags.clone();
-    flags.pool = name.clone();
-    flags.queues = pool
+    let mut settings = rt.settings.clone();
+    settings.pool = name.clone();
+    settings.queues = pool
         .spec
         .queues
         .iter()
         .map(|q| format!("{}:{}", q.name, q.weight))
         .collect();
-    flags.concurrency = usize::try_from(pool.spec.concurrency).unwrap_or(1).max(1);
+    settings.concurrency = usize::try_from(pool.spec.concurrency).unwrap_or(1).max(1);
     let policy = Policy::from(&pool.spec);
+    let recorded = rt.metrics.component::<ControllerMetrics>();
     let poll = Duration::from_secs(pool.spec.autoscaling.poll_seconds.clamp(1, 300) as u64);
     let mut history: Option<History> = None;
     let mut started = false;
@@ -102,12 +124,7 @@ pub async fn run(pool: WorkerPool, rt: Runtime, stop: CancellationToken) -> anyh
         }
         if let Ok(sample) = &sample {
             while workers.len() < usize::try_from(d.desired).unwrap_or(0) {
-                let worker = flags.build(
-                    &rt.worker_queue,
-                    rt.options.clone(),
-                    &rt.handlers,
-                    rt.metrics.clone(),
-                )?;
+                let worker = rt.workers.build(&settings)?;
                 let token = stop.child_token();
                 let t = token.clone();
                 let task = tokio::spawn(async move {
@@ -126,15 +143,8 @@ pub async fn run(pool: WorkerPool, rt: Runtime, stop: CancellationToken) -> anyh
             if d.desired != current {
                 tracing::info!(pool = %name, from = current, to = d.desired, reason = %d.reason, "local pool scaled");
             }
-            rt.metrics
-                .controller_desired_replicas
-                .with_label_values(&[&name])
-                .set(i64::from(d.desired));
-            rt.metrics
-                .controller_ready_replicas
-                .with_label_values(&[&name])
-                .set(workers.len() as i64);
             let actual = i32::try_from(workers.len()).unwrap_or(i32::MAX);
+            recorded.set_replicas(&name, d.desired, actual);
             if let Some(queue) = rt.observer.queue() {
                 let recorded = pgfleet_controller::report::record(
                     queue.pool(),

@@ -16,7 +16,7 @@ use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::bench::{progress, round2, BenchArgs};
-use crate::database::connect_pool;
+use pgfleet_app::database::connect_pool;
 
 async fn dead_tuples(pool: &PgPool) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(

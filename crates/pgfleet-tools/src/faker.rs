@@ -6,13 +6,16 @@ use pgfleet_messages::NewMessage;
 use pgfleet_queue::Queue;
 use rand::Rng;
 
-use crate::database::DbArgs;
-
 /// `pgfleet faker`.
 #[derive(Debug, clap::Args)]
 pub struct FakerArgs {
-    #[command(flatten)]
-    db: DbArgs,
+    /// PostgreSQL URL (falls back to DATABASE_URL, then to a running `pgfleet dev`).
+    #[arg(
+        long = "database-url",
+        env = "PGFLEET_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
     /// How many unsent messages to insert.
     #[arg(long)]
     messages: u64,
@@ -65,7 +68,9 @@ fn fake_message(rng: &mut impl Rng, url: Option<&String>) -> NewMessage {
 /// # Errors
 /// Database failures or an invalid URL (nothing of the failing batch is written).
 pub async fn run(args: FakerArgs) -> anyhow::Result<()> {
-    let pool = args.db.connect().await?;
+    let url = pgfleet_app::database::resolve_url(args.database_url.as_deref())?;
+    let pool =
+        pgfleet_app::database::connect_pool(pgfleet_app::database::options(&url)?, 10).await?;
     pgfleet_queue::migrate::migrate(&pool, None).await?;
     let queue = Queue::new(pool.clone()).await?;
     let bar = ProgressBar::new(args.messages);

@@ -25,7 +25,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::bench::{progress, round2, BenchArgs};
-use crate::database::connect_pool;
+use pgfleet_app::database::connect_pool;
 
 /// CPU seconds (user + system) this process has used, where /proc is available.
 fn cpu_secs() -> Option<f64> {
@@ -227,8 +227,12 @@ pub async fn bench_push(
         connect_pool(pgfleet_worker::worker_connect_options(options.clone()), 10).await?;
     let worker_queue = Queue::new(worker_pool.clone()).await?;
     let mut registry = Registry::new();
-    let metrics = Arc::new(pgfleet_telemetry::Metrics::new("bench"));
-    registry.with_push(worker_pool.clone(), client.clone(), metrics);
+    let metrics = pgfleet_telemetry::Metrics::new("bench");
+    registry.add(pgfleet_push::PushHandler::new(
+        worker_pool.clone(),
+        client.clone(),
+        &metrics,
+    ));
     let mut config = WorkerConfig::new("bench", vec!["default".into()]);
     config.concurrency = 256;
     config.maintenance = false;

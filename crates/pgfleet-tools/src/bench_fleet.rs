@@ -25,7 +25,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
 use crate::bench::{progress, round2, BenchArgs};
-use crate::database::connect_pool;
+use pgfleet_app::database::connect_pool;
 
 /// The queue the fleet phases use.
 const QUEUE: &str = "fleet";
@@ -37,7 +37,7 @@ struct WorkerProc {
 
 impl WorkerProc {
     fn spawn(url: &str, slots: usize, log: PathBuf) -> anyhow::Result<Self> {
-        let bin = std::env::current_exe().context("current executable")?;
+        let bin = crate::pgfleet_bin()?;
         let log = std::fs::File::create(log)?;
         let child = Command::new(bin)
             .args([
