@@ -195,8 +195,7 @@ async fn try_write(
         }
     }
     let (enqueued, wakeups) = queue.enqueue_in(&mut tx, &jobs).await?;
-    tx.commit().await?;
-    queue.wake(wakeups);
+    queue.commit_and_wake(tx, wakeups).await?;
     let mut out: Vec<Result<Stored, String>> = vec![Ok(Stored::Duplicate); batch.len()];
     for (i, e) in winners.into_iter().zip(enqueued) {
         out[i] = Ok(Stored::Accepted { job_id: e.id });

@@ -3,10 +3,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
 use pgfleet_messages::store::{self, StoreError};
-use pgfleet_messages::NewMessage;
-use serde::{Deserialize, Serialize};
+use pgfleet_messages::{Message, NewMessage};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Authed, READ, WRITE};
@@ -40,50 +39,14 @@ pub struct MessageRequest {
     pub webhook_url: Option<String>,
 }
 
-/// A stored message.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MessageDto {
-    /// Id.
-    pub id: i64,
-    /// Recipient.
-    pub recipient: String,
-    /// Content.
-    pub content: String,
-    /// Its own webhook URL.
-    pub webhook_url: Option<String>,
-    /// Attempts made.
-    pub attempts: i32,
-    /// The last failure.
-    pub last_error: Option<String>,
-    /// When it was delivered (null while unsent).
-    pub sent_at: Option<DateTime<Utc>>,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<pgfleet_messages::Message> for MessageDto {
-    fn from(m: pgfleet_messages::Message) -> Self {
-        Self {
-            id: m.id,
-            recipient: m.recipient,
-            content: m.content,
-            webhook_url: m.webhook_url,
-            attempts: m.attempts,
-            last_error: m.last_error,
-            sent_at: m.sent_at,
-            created_at: m.created_at,
-        }
-    }
-}
-
 /// Stores a message unsent and enqueues its delivery, in one transaction.
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = MessageRequest,
-    responses((status = 201, body = MessageDto), (status = 422, body = Problem)),
+    responses((status = 201, body = Message), (status = 422, body = Problem)),
     security(("api_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     Authed(body): Authed<WRITE>,
-) -> Result<(StatusCode, Json<MessageDto>), ApiError> {
+) -> Result<(StatusCode, Json<Message>), ApiError> {
     let r: MessageRequest = parse_json(&body)?;
     let m = NewMessage {
         recipient: r.recipient,
@@ -91,21 +54,21 @@ pub async fn create(
         webhook_url: r.webhook_url,
     };
     let stored = store::create(&state.queue, &state.config.messages_queue, &m).await?;
-    Ok((StatusCode::CREATED, Json(stored.into())))
+    Ok((StatusCode::CREATED, Json(stored)))
 }
 
 /// One message.
 #[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
-    responses((status = 200, body = MessageDto), (status = 404, body = Problem)),
+    responses((status = 200, body = Message), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<i64>,
     _a: Authed<READ>,
-) -> Result<Json<MessageDto>, ApiError> {
+) -> Result<Json<Message>, ApiError> {
     store::get(state.queue.pool(), id)
         .await?
-        .map(|m| Json(m.into()))
+        .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("message {id} not found")))
 }
 
@@ -119,16 +82,16 @@ pub struct SentParams {
 
 /// Sent messages, most recently sent first (also at `/messages`, the seed alias).
 #[utoipa::path(get, path = "/v1/messages", tag = "messages", params(SentParams),
-    responses((status = 200, body = Vec<MessageDto>)), security(("api_key" = [])))]
+    responses((status = 200, body = Vec<Message>)), security(("api_key" = [])))]
 pub async fn list_sent(
     State(state): State<AppState>,
     Query(p): Query<SentParams>,
     _a: Authed<READ>,
-) -> Result<Json<Vec<MessageDto>>, ApiError> {
+) -> Result<Json<Vec<Message>>, ApiError> {
     let list = store::list_sent(
         state.queue.pool(),
         crate::problem::page_limit(p.limit, 100)?,
     )
     .await?;
-    Ok(Json(list.into_iter().map(Into::into).collect()))
+    Ok(Json(list))
 }

@@ -266,81 +266,22 @@ impl NotifyRequest {
     }
 }
 
-/// A stored notification.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NotificationDto {
-    /// Id.
-    pub id: i64,
-    /// Type.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Recipients (empty for a broadcast).
-    pub user_ids: Vec<String>,
-    /// Title.
-    pub title: String,
-    /// Body.
-    pub body: String,
-    /// Icon.
-    pub icon: Option<String>,
-    /// URL.
-    pub url: Option<String>,
-    /// Locale.
-    pub locale: Option<String>,
-    /// Data.
-    #[schema(value_type = crate::openapi::JsonValue)]
-    pub data: Value,
-    /// Priority.
-    pub priority: String,
-    /// TTL seconds.
-    pub ttl: i32,
-    /// Urgency.
-    pub urgency: String,
-    /// Topic.
-    pub topic: Option<String>,
-    /// Deliveries created (one per active subscription).
-    pub deliveries: i32,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<store::Notification> for NotificationDto {
-    fn from(n: store::Notification) -> Self {
-        Self {
-            id: n.id,
-            kind: n.kind,
-            user_ids: n.user_ids,
-            title: n.title,
-            body: n.body,
-            icon: n.icon,
-            url: n.url,
-            locale: n.locale,
-            data: n.data,
-            priority: n.priority,
-            ttl: n.ttl,
-            urgency: n.urgency,
-            topic: n.topic,
-            deliveries: n.deliveries,
-            created_at: n.created_at,
-        }
-    }
-}
-
-async fn create(state: &AppState, n: NewNotification) -> Result<NotificationDto, ApiError> {
+async fn create(state: &AppState, n: NewNotification) -> Result<store::Notification, ApiError> {
     let note =
         store::create_notification(&state.queue, &n, pgfleet_telemetry::trace_metadata()).await?;
     state.recorded.count_notification(n.priority.as_str());
-    Ok(note.into())
+    Ok(note)
 }
 
 /// Creates a notification and one delivery job per active subscription of its users, in
 /// one transaction. A message that would not fit a push record (3,993 bytes) is refused.
 #[utoipa::path(post, path = "/v1/notifications", tag = "push", request_body = NotifyRequest,
-    responses((status = 201, body = NotificationDto), (status = 422, body = Problem)),
+    responses((status = 201, body = store::Notification), (status = 422, body = Problem)),
     security(("api_key" = [])))]
 pub async fn notify(
     State(state): State<AppState>,
     Authed(body): Authed<WRITE>,
-) -> Result<(StatusCode, Json<NotificationDto>), ApiError> {
+) -> Result<(StatusCode, Json<store::Notification>), ApiError> {
     let r: NotifyRequest = parse_json(&body)?;
     Ok((
         StatusCode::CREATED,
@@ -360,99 +301,61 @@ pub struct NotificationParams {
 
 /// Recent notifications, newest first.
 #[utoipa::path(get, path = "/v1/notifications", tag = "push", params(NotificationParams),
-    responses((status = 200, body = Vec<NotificationDto>)), security(("api_key" = [])))]
+    responses((status = 200, body = Vec<store::Notification>)), security(("api_key" = [])))]
 pub async fn list_notifications(
     State(state): State<AppState>,
     Query(p): Query<NotificationParams>,
     _a: Authed<READ>,
-) -> Result<Json<Vec<NotificationDto>>, ApiError> {
+) -> Result<Json<Vec<store::Notification>>, ApiError> {
     let notes = store::list_notifications(
         state.queue.pool(),
         p.user_id.as_deref().filter(|u| !u.is_empty()),
         crate::problem::page_limit(p.limit, 50)?,
     )
     .await?;
-    Ok(Json(notes.into_iter().map(Into::into).collect()))
+    Ok(Json(notes))
 }
 
 /// Seed alias of `GET /v1/notifications`.
 #[utoipa::path(get, path = "/notifications", tag = "aliases", params(NotificationParams),
-    responses((status = 200, body = Vec<NotificationDto>)))]
+    responses((status = 200, body = Vec<store::Notification>)))]
 pub async fn list_notifications_alias(
     state: State<AppState>,
     params: Query<NotificationParams>,
     auth: Authed<READ>,
-) -> Result<Json<Vec<NotificationDto>>, ApiError> {
+) -> Result<Json<Vec<store::Notification>>, ApiError> {
     list_notifications(state, params, auth).await
 }
 
 /// One notification.
 #[utoipa::path(get, path = "/v1/notifications/{id}", tag = "push",
-    responses((status = 200, body = NotificationDto), (status = 404, body = Problem)),
+    responses((status = 200, body = store::Notification), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 pub async fn get_notification(
     State(state): State<AppState>,
     Path(id): Path<i64>,
     _a: Authed<READ>,
-) -> Result<Json<NotificationDto>, ApiError> {
+) -> Result<Json<store::Notification>, ApiError> {
     store::get_notification(state.queue.pool(), id)
         .await?
-        .map(|n| Json(n.into()))
+        .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("notification {id} not found")))
-}
-
-/// One delivery attempt.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AttemptDto {
-    /// Id.
-    pub id: i64,
-    /// The subscription (null once deleted).
-    pub subscription_id: Option<i64>,
-    /// The user.
-    pub user_id: String,
-    /// delivered or failed.
-    pub status: String,
-    /// The push service's status.
-    pub http_status: Option<i32>,
-    /// Milliseconds.
-    pub latency_ms: i32,
-    /// What went wrong.
-    pub error: Option<String>,
-    /// Job attempt (1 first).
-    pub attempt: i32,
-    /// When.
-    pub created_at: DateTime<Utc>,
 }
 
 /// A notification's delivery attempts, oldest first.
 #[utoipa::path(get, path = "/v1/notifications/{id}/attempts", tag = "push",
-    responses((status = 200, body = Vec<AttemptDto>), (status = 404, body = Problem)),
+    responses((status = 200, body = Vec<store::Attempt>), (status = 404, body = Problem)),
     security(("api_key" = [])))]
 pub async fn attempts(
     State(state): State<AppState>,
     Path(id): Path<i64>,
     _a: Authed<READ>,
-) -> Result<Json<Vec<AttemptDto>>, ApiError> {
+) -> Result<Json<Vec<store::Attempt>>, ApiError> {
     let pool = state.queue.pool();
     if store::get_notification(pool, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("notification {id} not found")));
     }
-    let list = store::attempts(pool, id).await?;
-    Ok(Json(
-        list.into_iter()
-            .map(|a| AttemptDto {
-                id: a.id,
-                subscription_id: a.subscription_id,
-                user_id: a.user_id,
-                status: a.status,
-                http_status: a.http_status,
-                latency_ms: a.latency_ms,
-                error: a.error,
-                attempt: a.attempt,
-                created_at: a.created_at,
-            })
-            .collect(),
-    ))
+    Ok(Json(store::attempts(pool, id).await?))
 }
 
 /// The seed's notification: only `body` is required; without `user_ids` it goes to every
@@ -474,12 +377,12 @@ pub struct SeedNotification {
 
 /// Seed alias: `{"body": ...}` notifies everyone subscribed.
 #[utoipa::path(post, path = "/notifications", tag = "aliases", request_body = SeedNotification,
-    responses((status = 201, body = NotificationDto), (status = 422, body = Problem)),
+    responses((status = 201, body = store::Notification), (status = 422, body = Problem)),
     security(("api_key" = [])))]
 pub async fn seed_notify(
     State(state): State<AppState>,
     Authed(body): Authed<WRITE>,
-) -> Result<(StatusCode, Json<NotificationDto>), ApiError> {
+) -> Result<(StatusCode, Json<store::Notification>), ApiError> {
     let r: SeedNotification = parse_json(&body)?;
     let title = r.title.unwrap_or_else(|| "pgfleet".into());
     let mut n = NewNotification::new(

@@ -19,20 +19,9 @@ pub struct QueueDto {
     pub name: String,
     /// Paused?
     pub paused: bool,
-    /// Runnable now.
-    pub available: i64,
-    /// Scheduled for later.
-    pub scheduled: i64,
-    /// Waiting for a retry.
-    pub retryable: i64,
-    /// Held by workers.
-    pub running: i64,
-    /// Completed in the last minute.
-    pub completed_last_minute: i64,
-    /// Discarded in the last minute.
-    pub discarded_last_minute: i64,
-    /// Age of the oldest runnable job (lag), seconds.
-    pub oldest_available_age_secs: f64,
+    /// Its counts over every partition.
+    #[serde(flatten)]
+    pub counts: pgfleet_queue::stats::Counts,
 }
 
 async fn all_queues(state: &AppState) -> Result<Vec<QueueDto>, ApiError> {
@@ -44,13 +33,7 @@ async fn all_queues(state: &AppState) -> Result<Vec<QueueDto>, ApiError> {
         .map(|q| QueueDto {
             name: q.queue,
             paused: q.paused,
-            available: q.total.available,
-            scheduled: q.total.scheduled,
-            retryable: q.total.retryable,
-            running: q.total.running,
-            completed_last_minute: q.total.completed_last_minute,
-            discarded_last_minute: q.total.discarded_last_minute,
-            oldest_available_age_secs: q.total.oldest_available_age_secs,
+            counts: q.total,
         })
         .collect())
 }

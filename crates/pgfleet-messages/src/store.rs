@@ -66,8 +66,9 @@ impl NewMessage {
     }
 }
 
-/// A stored message.
+/// A stored message (as the API shows it too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     /// Id.
     pub id: i64,
@@ -142,8 +143,7 @@ pub async fn create(
     let mut tx = queue.pool().begin().await?;
     let (mut rows, wakeups) =
         create_in(queue, &mut tx, queue_name, std::slice::from_ref(m)).await?;
-    tx.commit().await?;
-    queue.wake(wakeups);
+    queue.commit_and_wake(tx, wakeups).await?;
     rows.pop()
         .ok_or_else(|| StoreError::Database(sqlx::Error::RowNotFound))
 }

@@ -281,10 +281,7 @@ async fn process_once(queue: &Queue, event_row: i64) -> Result<Processed, Proces
         }
     }
     events::done(&mut tx, event_row).await?;
-    tx.commit().await?;
-    if let Some(w) = wakeups {
-        queue.wake(w);
-    }
+    queue.commit_and_wake(tx, wakeups).await?;
     Ok(if inserted == 1 {
         Processed::Recorded
     } else {

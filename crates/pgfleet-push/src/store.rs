@@ -317,6 +317,7 @@ impl NewNotification {
 
 /// A stored notification.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Notification {
     /// Id.
     pub id: i64,
@@ -337,6 +338,7 @@ pub struct Notification {
     /// Locale.
     pub locale: Option<String>,
     /// Data.
+    #[cfg_attr(feature = "openapi", schema(value_type = pgfleet_queue::schema::JsonValue))]
     pub data: Value,
     /// high, normal or low.
     pub priority: String,
@@ -430,8 +432,7 @@ pub async fn create_notification(
     n.validate()?;
     let mut tx = queue.pool().begin().await?;
     let (note, wakeups) = create_notification_in(queue, &mut tx, n, metadata).await?;
-    tx.commit().await?;
-    queue.wake(wakeups);
+    queue.commit_and_wake(tx, wakeups).await?;
     Ok(note)
 }
 
@@ -464,8 +465,9 @@ pub async fn list_notifications(
         .await?)
 }
 
-/// One delivery attempt.
+/// One delivery attempt (as the API shows it too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attempt {
     /// Id.
     pub id: i64,

@@ -233,6 +233,24 @@ impl Queue {
         self.notifier().wake(&wakeups.0);
     }
 
+    /// Commits `tx`, then wakes the partitions its enqueues touched (`None`: it enqueued
+    /// nothing). The one way to finish a transaction that enqueued: workers woken before the
+    /// commit would find nothing, and a wake-up that is never sent costs a poll period.
+    ///
+    /// # Errors
+    /// The commit failed: nothing was written, nobody is woken.
+    pub async fn commit_and_wake(
+        &self,
+        tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        wakeups: impl Into<Option<Wakeups>>,
+    ) -> std::result::Result<(), sqlx::Error> {
+        tx.commit().await?;
+        if let Some(w) = wakeups.into() {
+            self.wake(w);
+        }
+        Ok(())
+    }
+
     async fn fill_duplicates(
         &self,
         conn: &mut PgConnection,

@@ -29,6 +29,8 @@ pub mod ownership;
 pub mod partition;
 pub mod rescue;
 pub mod retention;
+#[cfg(feature = "openapi")]
+pub mod schema;
 pub mod stats;
 
 use std::collections::HashSet;

@@ -14,6 +14,7 @@ use crate::Queue;
 
 /// Counts for one (queue, partition) or one queue in total.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counts {
     /// Runnable now (`available` or `retryable` with `run_at` reached).
     pub available: i64,

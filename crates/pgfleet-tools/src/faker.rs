@@ -88,8 +88,7 @@ pub async fn run(args: FakerArgs) -> anyhow::Result<()> {
         let mut tx = pool.begin().await?;
         let (_, wakeups) =
             pgfleet_messages::store::create_in(&queue, &mut tx, &args.queue, &msgs).await?;
-        tx.commit().await?;
-        queue.wake(wakeups);
+        queue.commit_and_wake(tx, wakeups).await?;
         bar.inc(n);
         left -= n;
     }
