@@ -248,11 +248,11 @@ pub struct NotifyRequest {
 impl NotifyRequest {
     fn into_new(self) -> NewNotification {
         let mut n = NewNotification::new(&self.kind, self.user_ids, &self.title, &self.body);
-        n.icon = self.icon;
-        n.url = self.url;
-        n.locale = self.locale;
+        n.content.icon = self.icon;
+        n.content.url = self.url;
+        n.content.locale = self.locale;
         if let Some(d) = self.data {
-            n.data = d;
+            n.content.data = d;
         }
         n.priority = self.priority.unwrap_or_default();
         if let Some(t) = self.ttl {

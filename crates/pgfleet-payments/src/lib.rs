@@ -214,7 +214,7 @@ pub fn payment_notification(
     );
     n.priority = pgfleet_push::store::Priority::High;
     n.urgency = "high".into();
-    n.data = serde_json::json!({
+    n.content.data = serde_json::json!({
         "event_id": event.event_id,
         "amount_minor": event.amount_minor,
         "currency": event.currency,

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::client::{Delivery, PushOptions, Target, Verdict};
+use crate::payload::Content;
 use crate::{PushClient, PushMessage};
 
 /// What a delivery did when it did not fail.
@@ -36,13 +36,8 @@ pub enum DeliverError {
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    kind: String,
-    title: String,
-    body: String,
-    icon: Option<String>,
-    url: Option<String>,
-    locale: Option<String>,
-    data: Value,
+    #[sqlx(flatten)]
+    content: Content,
     ttl: i32,
     urgency: String,
     topic: Option<String>,
@@ -94,7 +89,7 @@ async fn run(
 ) -> Result<Delivered, DeliverError> {
     let db = |e: sqlx::Error| DeliverError::Retry(format!("database: {e}"));
     let row: Option<Row> = sqlx::query_as(
-        "SELECT n.type AS kind, n.title, n.body, n.icon, n.url, n.locale, n.data, n.ttl, \
+        "SELECT n.type, n.title, n.body, n.icon, n.url, n.locale, n.data, n.ttl, \
                 n.urgency, n.topic, s.user_id, s.endpoint, s.p256dh, s.auth, s.active \
          FROM pgfleet.notifications n, pgfleet.push_subscriptions s \
          WHERE n.id = $1 AND s.id = $2",
@@ -109,13 +104,7 @@ async fn run(
     };
     let message = PushMessage {
         notification_id,
-        kind: row.kind,
-        title: row.title,
-        body: row.body,
-        icon: row.icon,
-        url: row.url,
-        locale: row.locale,
-        data: row.data,
+        content: row.content,
     };
     let opts = PushOptions {
         ttl: u32::try_from(row.ttl).unwrap_or(0),

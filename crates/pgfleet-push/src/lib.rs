@@ -24,7 +24,7 @@ pub mod vapid;
 
 pub use client::{PushClient, Verdict};
 pub use kind::{DeliverPush, PushHandler, PushMetrics};
-pub use payload::{PushMessage, MAX_PLAINTEXT};
+pub use payload::{Content, PushMessage, MAX_PLAINTEXT};
 pub use vapid::{VapidKeys, VapidSigner};
 
 /// The job kind that delivers one notification to one subscription.

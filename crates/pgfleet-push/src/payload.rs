@@ -7,13 +7,12 @@ use serde_json::Value;
 /// fit (4,096 − 86 header − 16 tag − 1 padding delimiter).
 pub const MAX_PLAINTEXT: usize = 3993;
 
-/// The decrypted push message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PushMessage {
-    /// The notification.
-    pub notification_id: i64,
+/// What a notification says: stored with it, and sent in every push of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Content {
     /// Its type (`payment.received`, `test`...).
     #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
     pub kind: String,
     /// Title.
     pub title: String,
@@ -27,6 +26,16 @@ pub struct PushMessage {
     pub locale: Option<String>,
     /// Free-form data.
     pub data: Value,
+}
+
+/// The decrypted push message: the notification's id and its content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushMessage {
+    /// The notification.
+    pub notification_id: i64,
+    /// What it says.
+    #[serde(flatten)]
+    pub content: Content,
 }
 
 impl PushMessage {

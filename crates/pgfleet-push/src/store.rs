@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 
-use crate::payload::{PushMessage, MAX_PLAINTEXT};
+use crate::payload::{Content, PushMessage, MAX_PLAINTEXT};
 use crate::subscription::NewSubscription;
 use crate::{DeliverPush, InvalidField};
 
@@ -161,24 +161,12 @@ impl Priority {
 /// A notification to fan out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewNotification {
-    /// Type (`payment.received`, `test`...).
-    pub kind: String,
+    /// What it says (type, title, body, icon, URL, locale, data).
+    pub content: Content,
     /// Recipients (1 to 1,000), unless `broadcast`.
     pub user_ids: Vec<String>,
     /// Send to every active subscription instead of `user_ids` (which must then be empty).
     pub broadcast: bool,
-    /// Title.
-    pub title: String,
-    /// Body.
-    pub body: String,
-    /// Icon URL.
-    pub icon: Option<String>,
-    /// URL opened on click.
-    pub url: Option<String>,
-    /// Locale.
-    pub locale: Option<String>,
-    /// Free-form data.
-    pub data: Value,
     /// Priority (queue).
     pub priority: Priority,
     /// Seconds the push service may hold it (0 to 28 days).
@@ -198,15 +186,17 @@ impl NewNotification {
     /// A notification with defaults: priority normal, TTL one day, urgency normal.
     pub fn new(kind: &str, user_ids: Vec<String>, title: &str, body: &str) -> Self {
         Self {
-            kind: kind.into(),
+            content: Content {
+                kind: kind.into(),
+                title: title.into(),
+                body: body.into(),
+                icon: None,
+                url: None,
+                locale: None,
+                data: json!({}),
+            },
             user_ids,
             broadcast: false,
-            title: title.into(),
-            body: body.into(),
-            icon: None,
-            url: None,
-            locale: None,
-            data: json!({}),
             priority: Priority::Normal,
             ttl: 86_400,
             urgency: "normal".into(),
@@ -218,13 +208,7 @@ impl NewNotification {
     pub fn message(&self, id: i64) -> PushMessage {
         PushMessage {
             notification_id: id,
-            kind: self.kind.clone(),
-            title: self.title.clone(),
-            body: self.body.clone(),
-            icon: self.icon.clone(),
-            url: self.url.clone(),
-            locale: self.locale.clone(),
-            data: self.data.clone(),
+            content: self.content.clone(),
         }
     }
 
@@ -245,15 +229,16 @@ impl NewNotification {
                 Ok(())
             }
         };
-        text("type", &self.kind, 100, true)?;
-        text("title", &self.title, 255, true)?;
-        text("body", &self.body, MAX_PLAINTEXT, false)?;
-        for (f, v) in [("icon", &self.icon), ("url", &self.url)] {
+        let c = &self.content;
+        text("type", &c.kind, 100, true)?;
+        text("title", &c.title, 255, true)?;
+        text("body", &c.body, MAX_PLAINTEXT, false)?;
+        for (f, v) in [("icon", &c.icon), ("url", &c.url)] {
             if let Some(v) = v {
                 text(f, v, 2048, false)?;
             }
         }
-        if let Some(l) = &self.locale {
+        if let Some(l) = &c.locale {
             text("locale", l, 35, false)?;
         }
         if self.broadcast {
@@ -385,14 +370,14 @@ pub async fn create_notification_in(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {NOTE_COLS}"
     );
     let note: Notification = sqlx::query_as(&sql)
-        .bind(&n.kind)
+        .bind(&n.content.kind)
         .bind(&n.user_ids)
-        .bind(&n.title)
-        .bind(&n.body)
-        .bind(&n.icon)
-        .bind(&n.url)
-        .bind(&n.locale)
-        .bind(&n.data)
+        .bind(&n.content.title)
+        .bind(&n.content.body)
+        .bind(&n.content.icon)
+        .bind(&n.content.url)
+        .bind(&n.content.locale)
+        .bind(&n.content.data)
         .bind(n.priority.as_str())
         .bind(i32::try_from(n.ttl).unwrap_or(i32::MAX))
         .bind(&n.urgency)
