@@ -29,6 +29,7 @@ pub mod ownership;
 pub mod partition;
 pub mod rescue;
 pub mod retention;
+pub mod schedule;
 #[cfg(feature = "openapi")]
 pub mod schema;
 pub mod stats;

@@ -56,6 +56,8 @@ pub struct WorkerConfig {
     pub maintenance: bool,
     /// Rescuer period.
     pub rescue_interval: Duration,
+    /// How often the worker looks for due periodic jobs (with `maintenance`).
+    pub schedule_interval: Duration,
     /// Retention of finished jobs.
     pub retention: Retention,
     /// Retry backoff.
@@ -97,6 +99,7 @@ impl WorkerConfig {
             listen: true,
             maintenance: true,
             rescue_interval: Duration::from_secs(5),
+            schedule_interval: Duration::from_millis(500),
             retention: Retention::default(),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(25),

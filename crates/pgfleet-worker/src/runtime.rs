@@ -11,7 +11,8 @@
 //!   resume, rebalance) into actions;
 //! - **heartbeat**: extends the leases of held jobs (running or buffered) and learns of
 //!   cancellations;
-//! - **maintenance**: rescuer and cleaner (one process at a time does the work).
+//! - **maintenance**: rescuer and cleaner (one process at a time does the work), and the
+//!   scheduler that enqueues due periodic jobs ([`pgfleet_queue::schedule`]).
 //!
 //! Shutdown: hand the partitions over (still claiming), stop claiming, let in-flight and
 //! buffered jobs finish within the grace period, release the rest without spending an
@@ -322,6 +323,7 @@ impl Background {
         tasks.push(tokio::spawn(heartbeat_loop(shared.clone(), stop.clone())));
         if cfg.maintenance {
             tasks.push(tokio::spawn(maintenance_loop(shared.clone(), stop.clone())));
+            tasks.push(tokio::spawn(schedule_loop(shared.clone(), stop.clone())));
         }
         Ok(Self {
             owned,
@@ -618,6 +620,19 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+        }
+    }
+}
+
+/// Enqueues due periodic jobs (every worker looks; a due schedule is locked by one).
+async fn schedule_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.schedule_interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = shared.queue.run_due_schedules().await {
+            tracing::warn!(error = %e, "schedule pass failed");
         }
     }
 }

@@ -10,6 +10,7 @@ mod migrate;
 mod ownership;
 mod properties;
 mod rescue;
+mod schedule;
 
 use std::time::Duration;
 

@@ -336,3 +336,27 @@ async fn a_failed_start_leaves_no_listener_behind() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_worker_runs_its_schedules_ticks() -> anyhow::Result<()> {
+    let (db, queue) = setup().await?;
+    queue
+        .put_schedule(&pgfleet_queue::schedule::NewSchedule::new(
+            "tick",
+            "@every 1s",
+            NewJob::new("q", "noop"),
+        ))
+        .await?;
+    let w = start(&db, fast_config(&["q"]), Registry::builtin()).await?;
+    eventually("two ticks ran", Duration::from_secs(10), || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgfleet.jobs_finished \
+             WHERE state = 'completed' AND metadata->>'schedule' = 'tick'",
+        )
+        .fetch_one(&db.pool)
+        .await?;
+        Ok((n >= 2).then_some(()))
+    })
+    .await?;
+    w.stop().await
+}
