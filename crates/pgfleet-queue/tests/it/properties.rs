@@ -71,3 +71,33 @@ proptest! {
         prop_assert!(shares.iter().map(|&s| s as usize).sum::<usize>() >= limit);
     }
 }
+
+proptest! {
+    /// A schedule's expression comes from users (API, CLI, files): whatever it is, parsing
+    /// and computing the next ticks answers Ok or a named error, never a panic.
+    #[test]
+    fn any_schedule_expression_parses_or_is_refused_without_panicking(
+        fields in proptest::collection::vec(
+            prop_oneof![
+                Just("*".to_owned()), Just("*/0".to_owned()), Just("L".to_owned()),
+                Just("5#9".to_owned()), Just("31W".to_owned()), Just("MON-SUN".to_owned()),
+                "[0-9]{1,3}", "[0-9]{1,2}-[0-9]{1,3}/[0-9]{1,3}", "[A-Z@#/,*?LW0-9-]{1,6}",
+            ],
+            0..8,
+        ),
+        every in "@every [0-9]{0,25}(ms|s|m|h|d|)",
+        tz in prop_oneof![Just("UTC"), Just("Europe/Berlin"), Just("America/New_York"), Just("Australia/Lord_Howe")],
+        start in 0i64..4_000_000_000,
+    ) {
+        use pgfleet_queue::schedule::Spec;
+        let tz: chrono_tz::Tz = tz.parse().unwrap();
+        let t = chrono::DateTime::from_timestamp(start, 0).unwrap();
+        for text in [fields.join(" "), every] {
+            match Spec::parse(&text) {
+                Ok(spec) => { let _ = spec.next_after(tz, t); }
+                Err(pgfleet_queue::QueueError::Invalid { field, .. }) => prop_assert_eq!(field, "cron"),
+                Err(e) => prop_assert!(false, "{text}: {e}"),
+            }
+        }
+    }
+}
