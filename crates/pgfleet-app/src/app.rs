@@ -134,11 +134,12 @@ impl App {
             ),
             false => None,
         };
-        let first = durable_pool.as_ref().or(worker_pool.as_ref());
-        let partitions = match first {
-            Some(pool) => pgfleet_queue::migrate::migrate(pool, config.partitions).await?,
-            None => unreachable!("one pool exists: checked above"),
-        };
+        let nothing = || AppError::Config("nothing to run".into());
+        let first = durable_pool
+            .as_ref()
+            .or(worker_pool.as_ref())
+            .ok_or_else(nothing)?;
+        let partitions = pgfleet_queue::migrate::migrate(first, config.partitions).await?;
         let metrics = Arc::new(Metrics::new(&config.component));
         let queue_durable = match durable_pool {
             Some(p) => Some(Queue::new(p).await?),
@@ -165,7 +166,7 @@ impl App {
         let queue = match (&queue_durable, &factory) {
             (Some(q), _) => q.clone(),
             (None, Some(f)) => f.queue.clone(),
-            (None, None) => unreachable!("one queue exists: checked above"),
+            (None, None) => return Err(nothing()),
         };
         let gateway = config
             .gateway
@@ -215,7 +216,8 @@ impl App {
         self.factory.as_ref()
     }
 
-    /// Ready while every fixed worker serves (for a worker process's health port).
+    /// The fixed workers' readiness flags, in order (a worker process has one, and its
+    /// health port reports it).
     pub fn readiness(&self) -> Vec<Readiness> {
         self.workers.iter().map(Worker::readiness).collect()
     }
