@@ -186,7 +186,7 @@ async fn try_write(
                         source: p.event.source.clone(),
                         event_id: p.event.event_id.clone(),
                     }
-                    .job(job_queue, &p.event.job_kind)
+                    .job(job_queue, &p.event.job_kind)?
                     .partition_key(&p.event.event_id)
                     .metadata(p.event.metadata.clone())
                     .unique_key(job_key(&p.event.source, &p.event.event_id)),

@@ -156,13 +156,17 @@ pub struct EventRef {
 
 impl EventRef {
     /// The job of `kind` on `queue` that processes this event.
-    pub fn job(&self, queue: &str, kind: &str) -> pgfleet_queue::NewJob {
-        let payload = serde_json::json!({
-            "webhook_event_id": self.webhook_event_id,
-            "source": self.source,
-            "event_id": self.event_id,
-        });
-        pgfleet_queue::NewJob::new(queue, kind).payload(payload)
+    ///
+    /// # Errors
+    /// Never in practice (an id and two strings always serialize); typed for the caller's `?`.
+    pub fn job(
+        &self,
+        queue: &str,
+        kind: &str,
+    ) -> Result<pgfleet_queue::NewJob, pgfleet_queue::QueueError> {
+        let payload = serde_json::to_value(self)
+            .map_err(|e| pgfleet_queue::QueueError::invalid("payload", e.to_string()))?;
+        Ok(pgfleet_queue::NewJob::new(queue, kind).payload(payload))
     }
 }
 
@@ -177,7 +181,7 @@ mod tests {
             source: "payments".into(),
             event_id: "evt_1".into(),
         };
-        let job = r.job("default", crate::KIND);
+        let job = r.job("default", crate::KIND).unwrap();
         assert_eq!(job.kind, crate::KIND);
         let args: crate::ProcessPayment = serde_json::from_value(job.payload).unwrap();
         assert_eq!(args.0, r);
