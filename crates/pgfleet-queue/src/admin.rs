@@ -140,10 +140,10 @@ impl Queue {
              AND state IN ('discarded', 'cancelled') RETURNING *) \
              INSERT INTO pgfleet.jobs (id, queue, kind, partition, priority, state, payload, \
              metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, errors, \
-             unique_key, created_at) \
+             unique_key, created_at, partition_key) \
              SELECT id, queue, kind, partition, priority, 'available', payload, metadata, attempt, \
              greatest(max_attempts, attempt + 1), now(), attempted_at, attempted_by, errors, \
-             unique_key, created_at FROM f",
+             unique_key, created_at, partition_key FROM f",
         )
         .bind(id)
         .execute(&mut *tx)

@@ -179,6 +179,7 @@ mod tests {
             unique_key: None,
             created_at: now,
             finalized_at: None,
+            partition_key: None,
         }
     }
 }

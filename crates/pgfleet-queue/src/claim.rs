@@ -11,6 +11,7 @@ use sqlx::{FromRow, Row};
 
 use crate::error::{QueueError, Result};
 use crate::finalize::{Finished, Outcome};
+pub use crate::flow::Claimed;
 use crate::job::Job;
 use crate::Queue;
 
@@ -71,7 +72,7 @@ pub struct ClaimRequest<'a> {
 pub const CLAIM_SQL: &str = r#"
 WITH active AS MATERIALIZED (
     SELECT q.name, q.lim, q.ord FROM unnest($1::text[], $6::int[]) WITH ORDINALITY AS q(name, lim, ord)
-    WHERE NOT EXISTS (SELECT 1 FROM pgfleet.queues p WHERE p.name = q.name AND p.paused)
+    WHERE NOT EXISTS (SELECT 1 FROM pgfleet.queues p WHERE p.name = q.name AND (p.paused OR p.flow))
 ), picked AS (
     SELECT c.id
     FROM active AS q
@@ -98,7 +99,7 @@ SET state = 'running',
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.queue, j.kind, j.partition, j.priority, j.state, j.payload, j.metadata,
           j.attempt, j.max_attempts, j.run_at, j.attempted_at, j.attempted_by, j.lease_until,
-          j.errors, j.unique_key, j.created_at, NULL::timestamptz AS finalized_at
+          j.errors, j.unique_key, j.created_at, NULL::timestamptz AS finalized_at, j.partition_key
 "#;
 
 /// The discard of a claimed row that cannot be decoded (a payload with a number beyond the
@@ -126,11 +127,19 @@ impl Queue {
     /// [`QueueError::Invalid`] for an empty queue list or a limit over [`MAX_CLAIM`];
     /// [`QueueError::Database`].
     pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>> {
+        Ok(self.claim_detailed(req).await?.jobs)
+    }
+
+    /// Like [`Queue::claim`], and says whether a flow limit ([`crate::flow`]) held back
+    /// waiting work, so a worker knows to look again soon rather than wait for a wake-up.
+    /// Queues without limits are claimed by one statement ([`CLAIM_SQL`]); flow-controlled
+    /// ones then share what is left of `req.limit` through `pgfleet.claim_flow`.
+    ///
+    /// # Errors
+    /// As [`Queue::claim`].
+    pub async fn claim_detailed(&self, req: &ClaimRequest<'_>) -> Result<Claimed> {
         if req.queues.is_empty() {
             return Err(QueueError::invalid("queues", "at least one queue"));
-        }
-        if req.limit == 0 {
-            return Ok(Vec::new());
         }
         if req.limit > MAX_CLAIM {
             return Err(QueueError::invalid(
@@ -138,22 +147,30 @@ impl Queue {
                 format!("at most {MAX_CLAIM} jobs per claim"),
             ));
         }
-        if let Some(p) = req.partitions {
-            if p.is_empty() {
-                return Ok(Vec::new());
-            }
+        if req.limit == 0 || req.partitions.is_some_and(<[i16]>::is_empty) {
+            return Ok(Claimed::default());
         }
-        let limits = req.order.limits(req.queues.len(), req.limit);
-        let rows = sqlx::query(CLAIM_SQL)
-            .bind(req.queues)
-            .bind(req.partitions)
-            .bind(req.limit as i64)
-            .bind(req.worker_id)
-            .bind(req.lease.as_millis() as f64)
-            .bind(&limits)
-            .bind(*req.order == QueueOrder::Strict)
-            .fetch_all(self.pool())
-            .await?;
+        let flow = self.flow_queues(req.queues).await?;
+        let mut rows = Vec::new();
+        if flow.len() < req.queues.len() {
+            let limits = req.order.limits(req.queues.len(), req.limit);
+            rows = sqlx::query(CLAIM_SQL)
+                .bind(req.queues)
+                .bind(req.partitions)
+                .bind(req.limit as i64)
+                .bind(req.worker_id)
+                .bind(req.lease.as_millis() as f64)
+                .bind(&limits)
+                .bind(*req.order == QueueOrder::Strict)
+                .fetch_all(self.pool())
+                .await?;
+        }
+        let mut held_back = None;
+        if !flow.is_empty() && rows.len() < req.limit {
+            let (more, held) = self.claim_flow(&flow, req, req.limit - rows.len()).await?;
+            rows.extend(more);
+            held_back = held;
+        }
         let mut jobs = Vec::with_capacity(rows.len());
         let mut poison = Vec::new();
         for row in &rows {
@@ -169,11 +186,12 @@ impl Queue {
         match req.order {
             QueueOrder::Strict => {
                 let rank = |q: &str| req.queues.iter().position(|x| x == q).unwrap_or(usize::MAX);
-                jobs.sort_unstable_by_key(|j| (rank(&j.queue), j.priority, j.run_at, j.id));
+                jobs.sort_by_key(|j| (rank(&j.queue), j.priority, j.run_at, j.id));
             }
+            _ if !flow.is_empty() => {}
             _ => jobs.sort_unstable_by_key(|j| (j.priority, j.run_at, j.id)),
         }
-        Ok(jobs)
+        Ok(Claimed { jobs, held_back })
     }
 
     /// Extends the leases of running jobs held by `worker_id` (heartbeat). Returns, for

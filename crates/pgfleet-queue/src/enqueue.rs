@@ -41,9 +41,9 @@ WITH input AS MATERIALIZED (
     SELECT t.*,
            CASE WHEN t.unique_key IS NULL THEN nextval('pgfleet.jobs_id_seq') END AS new_id
     FROM unnest($1::text[], $2::text[], $3::smallint[], $4::smallint[], $5::jsonb[],
-                $6::jsonb[], $7::int[], $8::timestamptz[], $9::text[])
+                $6::jsonb[], $7::int[], $8::timestamptz[], $9::text[], $11::text[])
          WITH ORDINALITY AS t(queue, kind, partition, priority, payload, metadata,
-                              max_attempts, run_at, unique_key, ord)
+                              max_attempts, run_at, unique_key, partition_key, ord)
 ), keys AS (
     INSERT INTO pgfleet.unique_keys (unique_key, job_id)
     SELECT unique_key, nextval('pgfleet.jobs_id_seq') FROM input WHERE unique_key IS NOT NULL
@@ -57,9 +57,9 @@ WITH input AS MATERIALIZED (
     INSERT INTO pgfleet.queues (name) SELECT unnest($10::text[]) ON CONFLICT DO NOTHING
 ), ins AS (
     INSERT INTO pgfleet.jobs (id, queue, kind, partition, priority, payload, metadata,
-                              max_attempts, run_at, unique_key)
+                              max_attempts, run_at, unique_key, partition_key)
     SELECT id, queue, kind, partition, priority, payload, metadata, max_attempts,
-           coalesce(run_at, now()), unique_key
+           coalesce(run_at, now()), unique_key, partition_key
     FROM chosen
 )
 SELECT ord, id, partition FROM chosen
@@ -67,8 +67,8 @@ SELECT ord, id, partition FROM chosen
 
 /// One job without a unique key: the common case of an API request, as cheap as an INSERT.
 const INSERT_ONE_SQL: &str = "INSERT INTO pgfleet.jobs \
-    (queue, kind, partition, priority, payload, metadata, max_attempts, run_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now())) RETURNING id";
+    (queue, kind, partition, priority, payload, metadata, max_attempts, run_at, partition_key) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), $9) RETURNING id";
 
 const REGISTER_QUEUES_SQL: &str =
     "INSERT INTO pgfleet.queues (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING";
@@ -166,6 +166,7 @@ impl Queue {
             .bind(&cols.run_at)
             .bind(&cols.unique_key)
             .bind(&cols.new_queues)
+            .bind(&cols.partition_key)
             .fetch_all(&mut *conn)
             .await?;
         self.remember_queues(cols.new_queues);
@@ -217,6 +218,7 @@ impl Queue {
             .bind(&cols.metadata[0])
             .bind(cols.max_attempts[0])
             .bind(cols.run_at[0])
+            .bind(&cols.partition_key[0])
             .fetch_one(&mut *conn)
             .await?;
         self.remember_queues(cols.new_queues);
@@ -328,6 +330,7 @@ impl Queue {
             cols.max_attempts.push(job.max_attempts);
             cols.run_at.push(job.run_at);
             cols.unique_key.push(job.unique_key.clone());
+            cols.partition_key.push(job.partition_key.clone());
         }
         cols
     }
@@ -351,6 +354,7 @@ struct Columns {
     max_attempts: Vec<i32>,
     run_at: Vec<Option<DateTime<Utc>>>,
     unique_key: Vec<Option<String>>,
+    partition_key: Vec<Option<String>>,
     new_queues: Vec<String>,
     /// For each input job, the row it was written as (in-batch unique duplicates share one).
     slot_of: Vec<usize>,

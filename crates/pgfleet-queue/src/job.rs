@@ -339,6 +339,10 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     /// When it reached a final state.
     pub finalized_at: Option<DateTime<Utc>>,
+    /// The key it was enqueued with (it chose the partition; flow control groups by it).
+    #[serde(default)]
+    #[sqlx(default)]
+    pub partition_key: Option<String>,
 }
 
 impl Job {
@@ -382,6 +386,7 @@ impl Job {
             unique_key: row.try_get("unique_key")?,
             created_at: row.try_get("created_at")?,
             finalized_at: row.try_get("finalized_at")?,
+            partition_key: row.try_get("partition_key").unwrap_or_default(),
         })
     }
 }
@@ -389,12 +394,12 @@ impl Job {
 /// The columns of [`Job`] as a select list over `pgfleet.jobs` (no `finalized_at`).
 pub(crate) const HOT_COLUMNS: &str = "id, queue, kind, partition, priority, state, payload, \
     metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, lease_until, errors, \
-    unique_key, created_at, NULL::timestamptz AS finalized_at";
+    unique_key, created_at, NULL::timestamptz AS finalized_at, partition_key";
 
 /// The columns of [`Job`] as a select list over `pgfleet.jobs_finished`.
 pub(crate) const FINISHED_COLUMNS: &str = "id, queue, kind, partition, priority, state, payload, \
     metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
-    NULL::timestamptz AS lease_until, errors, unique_key, created_at, finalized_at";
+    NULL::timestamptz AS lease_until, errors, unique_key, created_at, finalized_at, partition_key";
 
 /// SQL fragment: `INSERT INTO pgfleet.jobs_finished (...) SELECT ... FROM` a set of deleted
 /// `pgfleet.jobs` rows that also carries `final_state` and `final_error` (jsonb or NULL)
@@ -403,11 +408,11 @@ macro_rules! insert_finished_from {
     () => {
         "INSERT INTO pgfleet.jobs_finished (id, queue, kind, partition, priority, state, \
          payload, metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, errors, \
-         unique_key, created_at) \
+         unique_key, created_at, partition_key) \
          SELECT id, queue, kind, partition, priority, final_state::pgfleet.job_state, payload, \
          metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
          CASE WHEN final_error IS NULL THEN errors ELSE errors || jsonb_build_array(final_error) END, \
-         unique_key, created_at FROM "
+         unique_key, created_at, partition_key FROM "
     };
 }
 pub(crate) use insert_finished_from;

@@ -21,6 +21,7 @@ pub mod completer;
 pub mod enqueue;
 pub mod error;
 pub mod finalize;
+pub mod flow;
 pub mod job;
 pub mod listener;
 pub mod migrate;
@@ -59,6 +60,8 @@ struct Inner {
     notifier: Notifier,
     /// Queue names this process has already registered in `pgfleet.queues`.
     known_queues: Mutex<HashSet<String>>,
+    /// Which queues are flow-controlled, as last read.
+    flow: Mutex<flow::FlowCache>,
 }
 
 impl Queue {
@@ -84,6 +87,7 @@ impl Queue {
                 partitions,
                 notifier,
                 known_queues: Mutex::new(HashSet::new()),
+                flow: Mutex::default(),
             }),
         })
     }

@@ -387,6 +387,7 @@ mod tests {
             unique_key: None,
             created_at: chrono::Utc::now(),
             finalized_at: None,
+            partition_key: None,
         }
     }
 

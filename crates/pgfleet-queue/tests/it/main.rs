@@ -5,6 +5,7 @@
 mod admin;
 mod claim;
 mod enqueue;
+mod flow;
 mod listener;
 mod migrate;
 mod ownership;
