@@ -66,8 +66,15 @@ pub(crate) async fn claim_loop(
             }
             continue;
         }
+        let recheck = state.recheck;
         tokio::select! {
-            _ = shared.slot_freed.notified(), if !state.drained => {}
+            _ = shared.slot_freed.notified(), if !state.drained || recheck.is_some() => {
+                state.drained = false;
+            }
+            _ = sleep_until(recheck) => {
+                state.drained = false;
+                state.recheck = None;
+            }
             _ = shared.wake.notified() => {
                 state.drained = false;
                 state.own_dry = false;
@@ -94,6 +101,17 @@ struct FeedState {
     own_dry: bool,
     /// Claims failed in a row.
     errors: u32,
+    /// A flow limit held back waiting work: claim again at this time (or when a slot of
+    /// this worker frees, which may be the limit's capacity).
+    recheck: Option<Instant>,
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl FeedState {
@@ -119,6 +137,14 @@ impl FeedState {
                 }
                 let limit = want.min(cfg.max_claim);
                 self.drained = is_drained(&cfg.queues, &cfg.queue_order, limit, &c.jobs);
+                self.recheck = None;
+                if let (true, Some(wait)) = (self.drained, c.held_back) {
+                    if wait.is_zero() {
+                        self.drained = false;
+                    } else {
+                        self.recheck = Some(Instant::now() + wait);
+                    }
+                }
                 accept(shared, c.jobs, completer);
                 None
             }
@@ -184,6 +210,8 @@ struct Claimed {
     /// The owned partitions had fewer jobs than asked (or were not looked at because they
     /// were dry before).
     own_dry: bool,
+    /// A flow limit held back waiting work; look again after this long.
+    held_back: Option<Duration>,
 }
 
 /// Claims up to `want` jobs: from the owned partitions first, then (when `steal_now`) from
@@ -202,20 +230,25 @@ async fn claim(
     let began = std::time::Instant::now();
     let mut jobs = Vec::new();
     let mut rtt = None;
+    let mut held_back = None;
     let stealing = cfg.own_partitions && cfg.steal && steal_now;
     let skip_own = stealing && (own_dry || mine.is_empty());
     if !cfg.own_partitions {
-        jobs = claim_from(shared, None, limit).await?;
+        (jobs, held_back) = claim_from(shared, None, limit).await?;
         rtt = Some(began.elapsed());
     } else if !skip_own && !mine.is_empty() {
-        jobs = claim_from(shared, Some(&mine), limit).await?;
+        (jobs, held_back) = claim_from(shared, Some(&mine), limit).await?;
         rtt = Some(began.elapsed());
     }
     let own_dry = cfg.own_partitions && (skip_own || jobs.len() < limit);
     let mut stole_nothing = false;
     if stealing && jobs.len() < limit {
         let t = std::time::Instant::now();
-        let stolen = claim_from(shared, None, limit - jobs.len()).await?;
+        let (stolen, held) = claim_from(shared, None, limit - jobs.len()).await?;
+        held_back = match (held_back, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         rtt.get_or_insert(t.elapsed());
         stole_nothing = stolen.is_empty();
         count_stolen(shared, &stolen, &mine);
@@ -226,6 +259,7 @@ async fn claim(
         rtt: rtt.unwrap_or_default(),
         stole_nothing,
         own_dry,
+        held_back,
     })
 }
 
@@ -256,12 +290,12 @@ fn per_queue<'a>(
         .collect()
 }
 
-/// One claim statement from `partitions` (`None`: all).
+/// One claim from `partitions` (`None`: all), with how long a flow limit asks to wait.
 async fn claim_from(
     shared: &Shared,
     partitions: Option<&[i16]>,
     limit: usize,
-) -> Result<Vec<Job>, QueueError> {
+) -> Result<(Vec<Job>, Option<Duration>), QueueError> {
     let cfg = &shared.config;
     let request = ClaimRequest {
         queues: &cfg.queues,
@@ -272,7 +306,8 @@ async fn claim_from(
         lease: cfg.lease,
     };
     let began = std::time::Instant::now();
-    let jobs = shared.queue.claim(&request).await?;
+    let claimed = shared.queue.claim_detailed(&request).await?;
+    let jobs = claimed.jobs;
     shared.claims.observe_claim(began.elapsed().as_secs_f64());
     let stats = &shared.stats;
     stats.claims.fetch_add(1, Ordering::Relaxed);
@@ -284,7 +319,7 @@ async fn claim_from(
             shared.claims.count_claimed(q, n);
         }
     }
-    Ok(jobs)
+    Ok((jobs, claimed.held_back))
 }
 
 /// Holds claimed jobs (so the heartbeat keeps their leases) and hands them to free slots.

@@ -657,6 +657,9 @@ async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 tracing::warn!(error = %e, "retention pass failed");
             }
             let _ = shared.queue.reap_workers(Duration::from_secs(3600)).await;
+            if let Err(e) = shared.queue.sweep_key_tokens().await {
+                tracing::warn!(error = %e, "token sweep failed");
+            }
         }
     }
 }

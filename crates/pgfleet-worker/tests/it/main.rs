@@ -3,6 +3,7 @@
 
 mod burn_down;
 mod fleet;
+mod flow;
 mod lifecycle;
 mod typed;
 
