@@ -20,6 +20,7 @@ pub mod problem;
 pub mod push;
 pub mod queues;
 pub mod ratelimit;
+pub mod schedules;
 pub mod tasks;
 pub mod ui;
 pub mod webhooks;
@@ -247,6 +248,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))
+        .route(
+            "/v1/queues/{name}/limits",
+            get(queues::limits).put(queues::set_limits),
+        )
+        .route("/v1/schedules", get(schedules::list))
+        .route(
+            "/v1/schedules/{name}",
+            get(schedules::get)
+                .put(schedules::put)
+                .delete(schedules::delete),
+        )
+        .route("/v1/schedules/{name}/pause", post(schedules::pause))
+        .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/workers", get(queues::workers))
         .route("/v1/partitions", get(queues::partitions))
         .route(

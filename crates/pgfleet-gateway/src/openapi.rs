@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::OpenApi;
 
-use crate::{jobs, messages, problem, push, queues, tasks, webhooks};
+use crate::{jobs, messages, problem, push, queues, schedules, tasks, webhooks};
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
@@ -21,7 +21,10 @@ use crate::{jobs, messages, problem, push, queues, tasks, webhooks};
     paths(
         webhooks::receive,
         jobs::create, jobs::create_batch, jobs::get, jobs::list, jobs::retry, jobs::cancel, jobs::delete,
-        queues::list, queues::pause, queues::resume, queues::workers, queues::partitions,
+        queues::list, queues::pause, queues::resume, queues::limits, queues::set_limits,
+        queues::workers, queues::partitions,
+        schedules::list, schedules::get, schedules::put, schedules::pause, schedules::resume,
+        schedules::delete,
         queues::start, queues::stop, tasks::create, tasks::list, crate::healthz, crate::readyz,
         push::subscribe, push::list_subscriptions, push::get_subscription, push::delete_subscription,
         push::notify, push::list_notifications, push::get_notification, push::attempts,

@@ -9,7 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Authed, ADMIN, READ};
 use crate::extract::{Path, Query};
-use crate::problem::{ApiError, Problem};
+use pgfleet_queue::flow::{FlowStatus, Limits};
+
+use crate::problem::{parse_json, ApiError, Problem};
 use crate::AppState;
 
 /// One queue's numbers.
@@ -22,15 +24,25 @@ pub struct QueueDto {
     /// Its counts over every partition.
     #[serde(flatten)]
     pub counts: pgfleet_queue::stats::Counts,
+    /// Its flow-control settings (`null`: none).
+    pub limits: Option<Limits>,
 }
 
 async fn all_queues(state: &AppState) -> Result<Vec<QueueDto>, ApiError> {
+    let mut limits: std::collections::HashMap<String, Limits> = state
+        .queue
+        .flow_status(None)
+        .await?
+        .into_iter()
+        .map(|f| (f.queue, f.limits))
+        .collect();
     Ok(state
         .queue
         .stats()
         .await?
         .into_iter()
         .map(|q| QueueDto {
+            limits: limits.remove(&q.queue),
             name: q.queue,
             paused: q.paused,
             counts: q.total,
@@ -244,4 +256,40 @@ pub async fn partitions(
         })
         .collect();
     Ok(Json(out))
+}
+
+/// A queue's flow-control settings with what they hold now (its running count).
+#[utoipa::path(get, path = "/v1/queues/{name}/limits", tag = "queues",
+    params(("name" = String, Path, description = "queue name", pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
+    responses((status = 200, body = FlowStatus)))]
+pub async fn limits(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    _a: Authed<READ>,
+) -> Result<Json<FlowStatus>, ApiError> {
+    pgfleet_queue::job::validate_queue_name(&name)?;
+    let status = state.queue.flow_status(Some(&name)).await?.pop();
+    Ok(Json(status.unwrap_or(FlowStatus {
+        queue: name,
+        limits: Limits::default(),
+        running: 0,
+        tokens: None,
+    })))
+}
+
+/// Sets a queue's limits, all at once (a field left out is removed; `{}` lifts every
+/// limit). Workers apply them at their next claim, across the fleet. A negative or zero
+/// limit is 422 naming the field, and nothing is written.
+#[utoipa::path(put, path = "/v1/queues/{name}/limits", tag = "queues", request_body = Limits,
+    params(("name" = String, Path, description = "queue name", pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
+    responses((status = 200, body = FlowStatus), (status = 400, body = Problem),
+              (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn set_limits(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Authed(body): Authed<ADMIN>,
+) -> Result<Json<FlowStatus>, ApiError> {
+    pgfleet_queue::job::validate_queue_name(&name)?;
+    let limits: Limits = parse_json(&body)?;
+    Ok(Json(state.queue.set_limits(&name, &limits).await?))
 }

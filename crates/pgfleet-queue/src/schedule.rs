@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{QueueError, Result};
@@ -99,7 +99,8 @@ pub fn parse_timezone(s: &str) -> Result<Tz> {
 }
 
 /// What happens to ticks missed while no scheduler ran (an outage, every worker down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", tag = "policy", content = "max")]
 pub enum Misfire {
     /// Run no missed tick; only ticks due within [`MISFIRE_GRACE`] run.
@@ -198,8 +199,94 @@ impl NewSchedule {
     }
 }
 
+/// A schedule as written by people: the body of `PUT /v1/schedules/{name}`, an entry of
+/// a schedules file, the flags of `pgfleet schedule put`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDoc {
+    /// Unique name (in a file; the URL names it in the API).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Cron expression (5 fields, or 6 with seconds first; `@daily`-style aliases) or
+    /// `@every 30s` / `5m` / `1h`.
+    #[cfg_attr(feature = "openapi", schema(example = "*/5 * * * *"))]
+    pub cron: String,
+    /// IANA time zone the expression is evaluated in (DST handled).
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// Queue of the jobs it enqueues.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Kind of the jobs it enqueues.
+    pub kind: String,
+    /// Payload of the jobs it enqueues.
+    #[serde(default = "empty_object")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::JsonValue))]
+    pub payload: Value,
+    /// Priority, 0 (highest) to 9.
+    #[serde(default = "default_priority")]
+    pub priority: i16,
+    /// Attempts per job.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: i32,
+    /// Partition key of its jobs.
+    #[serde(default)]
+    pub partition_key: Option<String>,
+    /// What happens to ticks missed while no worker ran (default: run once).
+    #[serde(default = "default_misfire")]
+    pub misfire: Misfire,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+fn default_queue() -> String {
+    "default".into()
+}
+fn empty_object() -> Value {
+    json!({})
+}
+fn default_priority() -> i16 {
+    crate::job::PRIORITY_DEFAULT
+}
+fn default_attempts() -> i32 {
+    crate::job::DEFAULT_MAX_ATTEMPTS
+}
+fn default_misfire() -> Misfire {
+    Misfire::RunOnce
+}
+
+impl ScheduleDoc {
+    /// The schedule named `name` (or the document's own name) this document describes.
+    ///
+    /// # Errors
+    /// [`QueueError::Invalid`] naming the field.
+    pub fn into_schedule(self, name: Option<&str>) -> Result<NewSchedule> {
+        let name = name
+            .map(str::to_owned)
+            .or(self.name)
+            .ok_or_else(|| QueueError::invalid("name", "every schedule needs a name"))?;
+        let mut job = NewJob::new(self.queue, self.kind)
+            .payload(self.payload)
+            .priority(self.priority)
+            .max_attempts(self.max_attempts);
+        job.partition_key = self.partition_key;
+        let s = NewSchedule {
+            name,
+            cron: self.cron,
+            timezone: self.timezone,
+            job,
+            misfire: self.misfire,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
 /// A stored schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Schedule {
     /// Name.
     pub name: String,
@@ -212,6 +299,7 @@ pub struct Schedule {
     /// Kind of its jobs.
     pub kind: String,
     /// Payload of its jobs.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::JsonValue))]
     pub payload: Value,
     /// Priority of its jobs.
     pub priority: i16,
@@ -231,6 +319,9 @@ pub struct Schedule {
     pub last_run_at: Option<DateTime<Utc>>,
     /// The last tick's job.
     pub last_job_id: Option<i64>,
+    /// That job's state now (`None` once retention pruned it, or before the first tick).
+    #[sqlx(default)]
+    pub last_job_state: Option<String>,
 }
 
 impl Schedule {
@@ -313,8 +404,25 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn schedules(&self) -> Result<Vec<Schedule>> {
-        let sql = format!("SELECT {COLS} FROM pgfleet.schedules ORDER BY name");
-        Ok(sqlx::query_as(&sql).fetch_all(self.pool()).await?)
+        self.schedules_where(None).await
+    }
+
+    /// Schedule `name`, if it exists.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn schedule(&self, name: &str) -> Result<Option<Schedule>> {
+        Ok(self.schedules_where(Some(name)).await?.pop())
+    }
+
+    async fn schedules_where(&self, name: Option<&str>) -> Result<Vec<Schedule>> {
+        let sql = format!(
+            "SELECT {COLS}, (SELECT state::text FROM pgfleet.jobs WHERE id = s.last_job_id                UNION ALL SELECT state::text FROM pgfleet.jobs_finished WHERE id = s.last_job_id                LIMIT 1) AS last_job_state              FROM pgfleet.schedules s WHERE $1::text IS NULL OR s.name = $1 ORDER BY name"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(name)
+            .fetch_all(self.pool())
+            .await?)
     }
 
     /// Pauses or resumes schedule `name`; false when there is none.

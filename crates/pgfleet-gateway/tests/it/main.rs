@@ -8,6 +8,7 @@ mod hardening;
 mod messages;
 mod poison;
 mod push;
+mod schedules;
 mod tracing;
 mod webhooks;
 
