@@ -12,6 +12,7 @@
 pub mod app;
 pub mod config;
 pub mod database;
+pub mod declared;
 pub mod kinds;
 pub mod local_pools;
 

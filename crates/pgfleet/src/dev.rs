@@ -47,6 +47,14 @@ pub struct DevArgs {
     /// fixed `--workers` (a directory without pools, or none: fixed workers).
     #[arg(long, env = "PGFLEET_DEV_POOLS", default_value = "samples")]
     pools: PathBuf,
+    /// YAML file of schedules and queue limits to apply at start (missing: none; see
+    /// `pgfleet schedule apply`).
+    #[arg(
+        long,
+        env = "PGFLEET_DEV_SCHEDULES",
+        default_value = "samples/schedules/dev.yaml"
+    )]
+    schedules: PathBuf,
     #[command(flatten)]
     worker: WorkerFlags,
     #[command(flatten)]
@@ -164,7 +172,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         pgfleet_app::local_pools::load(&args.pools)?
     };
     config.workers = args.workers.max(1);
+    let declared = pgfleet_app::declared::Declared::load(&args.schedules)?;
     let app = App::build(config).await?;
+    let applied = declared.apply(app.queue(), false).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
@@ -179,6 +189,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             p.spec.min_replicas,
             p.spec.max_replicas,
             pgfleet_controller::deployment::queues_arg(p)
+        );
+    }
+    if applied.schedules + applied.limits > 0 {
+        println!(
+            "  declared:        {} schedules, limits of {} queues ({})",
+            applied.schedules,
+            applied.limits,
+            args.schedules.display()
         );
     }
     let stop = crate::shutdown_on_signal();

@@ -14,6 +14,8 @@ mod delivery;
 mod dev;
 mod enqueue;
 mod gateway;
+mod queues;
+mod schedule;
 mod status;
 mod tools;
 mod worker;
@@ -43,8 +45,12 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Run the HTTP gateway (webhooks, jobs API, OpenAPI at /docs).
     Gateway(gateway::GatewayArgs),
-    /// Show queue statistics, workers and partition ownership.
+    /// Show queue statistics, limits, schedules, workers and partition ownership.
     Status(status::StatusArgs),
+    /// Periodic jobs: list, put, pause, resume, delete, apply a file.
+    Schedule(schedule::ScheduleArgs),
+    /// A queue's flow control: concurrency and rate limits, fairness.
+    Queue(queues::QueueArgs),
     /// Measure throughput and latency against a baseline measured in the same run
     /// (runs pgfleet-tools).
     #[command(disable_help_flag = true)]
@@ -111,6 +117,8 @@ async fn main() -> std::process::ExitCode {
         Command::Worker(a) => worker::run(a).await,
         Command::Gateway(a) => gateway::run(a).await,
         Command::Status(a) => status::run(a).await,
+        Command::Schedule(a) => schedule::run(a).await,
+        Command::Queue(a) => queues::run(a).await,
         Command::Bench(a) => tools::run("bench", a),
         Command::Loadsim(a) => tools::run("loadsim", a),
         Command::Vapid(a) => delivery::run(a),

@@ -25,6 +25,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let workers = queue.workers(None).await?;
     let leases = queue.partition_leases(None).await?;
     let pools = pgfleet_controller::report::list(queue.pool()).await?;
+    let limits = queue.flow_status(None).await?;
+    let schedules = queue.schedules().await?;
     if args.json {
         let workers: Vec<_> = workers
             .iter()
@@ -39,7 +41,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                     "heartbeat_at": w.heartbeat_at})
             })
             .collect();
-        let out = serde_json::json!({"queues": stats, "workers": workers, "pools": pools});
+        let out = serde_json::json!({"queues": stats, "limits": limits,
+            "schedules": schedules, "workers": workers, "pools": pools});
         println!("{}", serde_json::to_string_pretty(&out)?);
         queue.close().await;
         return Ok(());
@@ -61,6 +64,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             t.completed_per_sec(),
             t.oldest_available_age_secs
         );
+    }
+    if !limits.is_empty() {
+        println!();
+        println!("LIMITS");
+        for l in &limits {
+            println!("  {}", crate::queues::describe(l));
+        }
+    }
+    if !schedules.is_empty() {
+        println!();
+        crate::schedule::print_table(&schedules);
     }
     if !pools.is_empty() {
         println!();

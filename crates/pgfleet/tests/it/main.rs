@@ -6,6 +6,7 @@ mod commands;
 mod dashboards;
 mod dev;
 mod processes;
+mod schedules;
 mod tls;
 
 use std::path::Path;
