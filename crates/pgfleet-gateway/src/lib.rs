@@ -167,6 +167,14 @@ async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     ) {
         gauges.set_fleet(&w, &l);
     }
+    match state.queue.flow_status(None).await {
+        Ok(f) => gauges.set_limits(&f),
+        Err(e) => tracing::warn!(error = %e, "queue limits unavailable for /metrics"),
+    }
+    match state.queue.schedules().await {
+        Ok(s) => gauges.set_schedules(&s),
+        Err(e) => tracing::warn!(error = %e, "schedules unavailable for /metrics"),
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -74,7 +74,11 @@ pub struct QueueGauges {
     throughput: GaugeVec,
     workers_live: IntGaugeVec,
     partitions_owned: IntGaugeVec,
+    limit: GaugeVec,
+    schedule_next: GaugeVec,
+    schedule_last: GaugeVec,
     queue_labels: LabelBudget,
+    schedule_labels: LabelBudget,
 }
 
 impl Component for QueueGauges {
@@ -111,7 +115,27 @@ impl Component for QueueGauges {
                 "Partitions with a live lease, by pool.",
                 &["pool"],
             ),
+            limit: float_gauge(
+                r,
+                "pgfleet_queue_limit",
+                "Flow-control settings by queue: concurrency, key_concurrency, rate and \
+                 key_rate (jobs/s), rate_burst, fair (1).",
+                &["queue", "limit"],
+            ),
+            schedule_next: float_gauge(
+                r,
+                "pgfleet_schedule_next_run_timestamp_seconds",
+                "When each active schedule ticks next (Unix time).",
+                &["schedule"],
+            ),
+            schedule_last: float_gauge(
+                r,
+                "pgfleet_schedule_last_run_timestamp_seconds",
+                "The last tick each schedule enqueued (Unix time).",
+                &["schedule"],
+            ),
             queue_labels: LabelBudget::new(LABEL_BUDGET),
+            schedule_labels: LabelBudget::new(LABEL_BUDGET),
         }
     }
 }
@@ -143,6 +167,45 @@ impl QueueGauges {
                 }
                 let lag = self.lag.with_label_values(&[queue, &p]);
                 lag.set(lag.get().max(c.oldest_available_age_secs));
+            }
+        }
+    }
+
+    /// Replaces the flow-control gauges with the limits of every flow-controlled queue.
+    pub fn set_limits(&self, flows: &[pgfleet_queue::flow::FlowStatus]) {
+        self.limit.reset();
+        for f in flows {
+            let queue = self.queue_labels.bound(&f.queue);
+            let l = &f.limits;
+            let set = |name: &str, v: Option<f64>| {
+                if let Some(v) = v {
+                    self.limit.with_label_values(&[queue, name]).set(v);
+                }
+            };
+            set("concurrency", l.concurrency.map(f64::from));
+            set("key_concurrency", l.key_concurrency.map(f64::from));
+            set("rate", l.rate.map(|r| r.per_second));
+            set("rate_burst", l.rate.map(|r| f64::from(r.burst())));
+            set("key_rate", l.key_rate.map(|r| r.per_second));
+            set("fair", l.fair.then_some(1.0));
+        }
+    }
+
+    /// Replaces the schedule gauges (paused schedules have no next run).
+    pub fn set_schedules(&self, schedules: &[pgfleet_queue::schedule::Schedule]) {
+        self.schedule_next.reset();
+        self.schedule_last.reset();
+        for s in schedules {
+            let name = self.schedule_labels.bound(&s.name);
+            if !s.paused {
+                self.schedule_next
+                    .with_label_values(&[name])
+                    .set(s.next_run_at.timestamp_millis() as f64 / 1000.0);
+            }
+            if let Some(t) = s.last_run_at {
+                self.schedule_last
+                    .with_label_values(&[name])
+                    .set(t.timestamp_millis() as f64 / 1000.0);
             }
         }
     }

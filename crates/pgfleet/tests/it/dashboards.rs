@@ -68,9 +68,16 @@ async fn every_dashboard_query_works_against_a_real_prometheus() -> anyhow::Resu
         dir,
     } = crate::start_dev_with("0", |_| {
         // The sample WorkerPools as local pools: the replica panels get series too.
+        // The sample schedules and limits: the flow-control and schedule panels too.
         vec![
             "--pools".into(),
             concat!(env!("CARGO_MANIFEST_DIR"), "/../../samples").into(),
+            "--schedules".into(),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../samples/schedules/dev.yaml"
+            )
+            .into(),
         ]
     })
     .await?;
@@ -85,6 +92,8 @@ async fn every_dashboard_query_works_against_a_real_prometheus() -> anyhow::Resu
     let mut jobs: Vec<Value> = (0..60).map(|_| json!({"kind": "noop"})).collect();
     jobs.extend((0..10).map(|_| json!({"kind": "fail", "payload": {"times": 1}})));
     jobs.extend((0..5).map(|_| json!({"kind": "fail", "payload": {"permanent": true}})));
+    // A job in the sample's flow-controlled queue (no worker serves it: it waits).
+    jobs.push(json!({"kind": "noop", "queue": "reports", "partition_key": "customer-1"}));
     let r = http
         .post(format!("{base}/v1/jobs/batch"))
         .bearer_auth(&key)
@@ -92,6 +101,14 @@ async fn every_dashboard_query_works_against_a_real_prometheus() -> anyhow::Resu
         .send()
         .await?;
     assert_eq!(r.status(), 201);
+    // A schedule that ticks during the test (the sample's ticks once a minute).
+    let r = http
+        .put(format!("{base}/v1/schedules/dashboard-tick"))
+        .bearer_auth(&key)
+        .json(&json!({"cron": "@every 1s", "kind": "noop"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
     let s = WebhookSecret::parse(&secret).map_err(anyhow::Error::msg)?;
     for i in 0..5 {
         let body = format!(
