@@ -2,11 +2,11 @@
 -- (round-robin) claiming across partition keys.
 --
 -- A queue with any of these set has `flow = true`. The plain claim statement skips such
--- queues; they are claimed through pgfleet.claim_flow, which locks the queue's row FOR
--- UPDATE first. That lock serialises the claims of one flow-controlled queue across the
--- whole fleet, so each claim counts running jobs and spends tokens with a fresh snapshot
--- that already holds every earlier claim: limits hold by construction, not by per-worker
--- arithmetic.
+-- queues; they are claimed through pgfleet.claim_flow. A queue-wide limit locks the
+-- queue's row FOR UPDATE, a per-key limit takes the key's advisory lock: the claims a limit
+-- governs are serialised across the whole fleet, and each counts running jobs and spends
+-- tokens with a fresh snapshot that already holds every earlier claim. Limits hold by
+-- construction, not by per-worker arithmetic.
 
 -- The key a job was enqueued with (it decides the partition); NULL when none.
 ALTER TABLE pgfleet.jobs ADD COLUMN partition_key text;
@@ -69,21 +69,33 @@ CREATE TYPE pgfleet.flow_claim AS (
     retry_ms      double precision
 );
 
+-- Whether the skip scan may serve key `k` (first seen in partition `p`): one of the
+-- claimer's partitions (jobs without a key, '', are spread over all of them).
+CREATE FUNCTION pgfleet.flow_key_ok(k text, p smallint, partitions smallint[])
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT k = '' OR partitions IS NULL OR p = ANY(partitions)
+$$;
+
 -- Claims up to p_limit jobs from the flow-controlled queues among p_queues.
 --
--- Per queue (rows locked in name order, so two claimers never deadlock):
---   allowed = min(budget, concurrency_limit - running, whole tokens in the bucket);
---   without per-key rules or fairness, the oldest `allowed` jobs by priority;
---   otherwise a skip scan over distinct partition keys, starting after the round-robin
---   cursor and wrapping once, collects up to `allowed` keys that have room (per-key running
---   count and token bucket), takes up to an equal share from each and orders the picks
---   round-robin (each key's first job, then each key's second ...). The cursor moves to the
---   last key served, so the next claim starts with the next tenant: a tenant with one job
---   waits at most one turn however deep another tenant's backlog is, and a single tenant
---   still gets the whole claim. Jobs without a key form one tenant ('') that per-key
---   limits do not apply to.
+-- Per queue, in name order:
+--   * a queue-wide limit (concurrency or rate) locks the queue's row FOR UPDATE first, so
+--     those claims are serialised fleet-wide (rows are locked in name order: no deadlock);
+--     allowed = min(budget, concurrency_limit - running, whole tokens in the bucket);
+--   * without per-key rules or fairness: the oldest `allowed` jobs by priority;
+--   * otherwise a skip scan over distinct partition keys, starting after the round-robin
+--     cursor and wrapping once, collects up to `allowed` keys with room. A key with a
+--     per-key limit is taken only if this claim wins its advisory lock
+--     (pg_try_advisory_xact_lock, skipped otherwise: SKIP LOCKED for keys), and its running
+--     count and tokens are read after all key locks are held. Up to an equal share is taken
+--     from each key (rows FOR UPDATE SKIP LOCKED) and the picks are ordered round-robin
+--     (each key's first job, then each key's second ...). The cursor moves to the last key
+--     served, so the next claim starts with the next tenant: a tenant with one job waits at
+--     most one turn however deep another tenant's backlog is, and a single tenant still
+--     gets the whole claim. Jobs without a key form one tenant ('') that per-key limits do
+--     not apply to. Fairness and per-key limits alone never take the queue-wide lock.
 -- Every statement in this VOLATILE function takes a new snapshot (READ COMMITTED), so the
--- counts read after the lock include every claim committed before it.
+-- counts read after a lock include every claim committed before it.
 CREATE FUNCTION pgfleet.claim_flow(p_queues text[], p_partitions smallint[], p_limit integer,
                                    p_worker text, p_lease_ms double precision)
 RETURNS SETOF pgfleet.flow_claim
@@ -96,40 +108,51 @@ DECLARE
     running      integer;
     q_tokens     double precision;
     now_at       timestamptz;
+    queue_lock   boolean;
+    keyed_rules  boolean;
     held         boolean;
     held_keys    boolean;
     retry        double precision;
     ids          bigint[];
     n            integer;
     -- keyed claims
-    key_running  jsonb;
     cur          text;
     k            text;
-    wrapped      boolean;
     keys         text[];
+    firsts       bigint[];
+    skipped      bigint;
+    dues         boolean[];
     caps         integer[];
     key_left     double precision[];
     cap          integer;
     t            double precision;
     kt           record;
-    probes       integer;
     share        integer;
     picked_keys  text[];
     more         boolean;
+    i            integer;
 BEGIN
     FOR q IN
         SELECT * FROM pgfleet.queues
         WHERE name = ANY(p_queues) AND flow AND NOT paused
         ORDER BY name
-        FOR UPDATE
     LOOP
         EXIT WHEN budget <= 0;
+        queue_lock := q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL;
+        IF queue_lock THEN
+            -- The latest row, locked: limits and tokens as the last claimer left them.
+            SELECT * INTO q FROM pgfleet.queues WHERE name = q.name FOR UPDATE;
+            CONTINUE WHEN NOT FOUND OR q.paused OR NOT q.flow;
+        END IF;
+        keyed_rules := q.key_concurrency_limit IS NOT NULL OR q.key_rate_limit IS NOT NULL;
         now_at := clock_timestamp();
         allowed := budget;
         held := false;
         held_keys := false;
         retry := NULL;
         q_tokens := NULL;
+        more := false;
+        ids := '{}';
         IF q.concurrency_limit IS NOT NULL THEN
             SELECT count(*) INTO running FROM pgfleet.jobs
             WHERE queue = q.name AND lease_until IS NOT NULL;
@@ -149,8 +172,8 @@ BEGIN
             END IF;
         END IF;
 
-        IF allowed > 0 AND q.key_concurrency_limit IS NULL AND q.key_rate_limit IS NULL
-           AND NOT q.fair THEN
+        IF allowed > 0 AND NOT keyed_rules AND NOT q.fair THEN
+            -- Serialised by the queue lock: no other flow claim of this queue runs now.
             ids := ARRAY(
                 SELECT j.id FROM pgfleet.jobs j
                 WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
@@ -158,57 +181,98 @@ BEGIN
                   AND (p_partitions IS NULL OR j.partition = ANY(p_partitions))
                 ORDER BY j.priority, j.run_at, j.id
                 LIMIT allowed);
-            more := false;
         ELSIF allowed > 0 THEN
-            IF q.key_concurrency_limit IS NOT NULL THEN
-                SELECT coalesce(jsonb_object_agg(r.key, r.n), '{}') INTO key_running
-                FROM (SELECT coalesce(partition_key, '') AS key, count(*) AS n
-                      FROM pgfleet.jobs
-                      WHERE queue = q.name AND lease_until IS NOT NULL
-                      GROUP BY 1) r;
-            END IF;
             cur := coalesce(q.fair_cursor, '');
-            k := cur;
-            wrapped := false;
-            keys := '{}';
-            caps := '{}';
-            key_left := '{}';
-            probes := 0;
-            LOOP
-                EXIT WHEN cardinality(keys) >= allowed;
-                IF NOT wrapped THEN
-                    SELECT coalesce(j.partition_key, '') INTO k FROM pgfleet.jobs j
-                    WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
-                      AND coalesce(j.partition_key, '') > k
-                    ORDER BY coalesce(j.partition_key, '') LIMIT 1;
-                    IF NOT FOUND THEN
-                        wrapped := true;
-                        -- From the start: the smallest key, '' included.
-                        SELECT coalesce(j.partition_key, '') INTO k FROM pgfleet.jobs j
-                        WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
-                        ORDER BY coalesce(j.partition_key, '') LIMIT 1;
-                        EXIT WHEN NOT FOUND;
-                    END IF;
-                ELSE
-                    SELECT coalesce(j.partition_key, '') INTO k FROM pgfleet.jobs j
-                    WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
-                      AND coalesce(j.partition_key, '') > k
-                    ORDER BY coalesce(j.partition_key, '') LIMIT 1;
-                    EXIT WHEN NOT FOUND;
-                END IF;
-                -- Once wrapped, stop past the cursor (those keys were seen first).
-                EXIT WHEN wrapped AND k > cur;
-                EXIT WHEN k = ANY(keys);
-                probes := probes + 1;
-                cap := allowed;
-                t := NULL;
-                IF k <> '' AND q.key_concurrency_limit IS NOT NULL THEN
-                    cap := least(cap, q.key_concurrency_limit
-                        - coalesce((key_running ->> k)::integer, 0));
-                END IF;
-                IF k <> '' AND q.key_rate_limit IS NOT NULL AND cap > 0 THEN
+            -- Skip scans (one index probe per key, one statement each pass): keys after
+            -- the cursor, then from the start up to it, until `allowed` keys with room.
+            -- Keys of other partitions are passed over, and so are keys with a per-key
+            -- rule whose advisory lock another claim holds (it is serving them now): a
+            -- claim is taken on past them. Keys just served sit behind the cursor, so the
+            -- keys ahead of it are rarely full; a full one is found below, after its lock,
+            -- and the claim then says it was held back.
+            WITH RECURSIVE ks(k, n, e, ok, id, due) AS (
+                    SELECT x.k, 1, x.ok::integer, x.ok, x.id, x.due
+                    FROM (SELECT y.k, y.id, y.due, pgfleet.flow_key_ok(y.k, y.p, p_partitions)
+                                    AND (y.k = '' OR NOT keyed_rules OR pg_try_advisory_xact_lock(
+                                        1885825393, hashtext(q.name || '/' || y.k))) AS ok
+                          FROM (SELECT coalesce(j.partition_key, '') AS k, j.partition AS p, j.id,
+                                       j.run_at <= now() AS due
+                                FROM pgfleet.jobs j
+                                WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
+                                  AND coalesce(j.partition_key, '') > cur
+                                ORDER BY 1, j.priority, j.run_at, j.id LIMIT 1) y) x
+                    UNION ALL
+                    SELECT nx.k, ks.n + 1, ks.e + nx.ok::integer, nx.ok, nx.id, nx.due
+                    FROM ks CROSS JOIN LATERAL (
+                        SELECT y.k, y.id, y.due, pgfleet.flow_key_ok(y.k, y.p, p_partitions)
+                                    AND (y.k = '' OR NOT keyed_rules OR pg_try_advisory_xact_lock(
+                                        1885825393, hashtext(q.name || '/' || y.k))) AS ok
+                        FROM (SELECT coalesce(j.partition_key, '') AS k, j.partition AS p, j.id,
+                                       j.run_at <= now() AS due
+                              FROM pgfleet.jobs j
+                              WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
+                                AND coalesce(j.partition_key, '') > ks.k
+                              ORDER BY 1, j.priority, j.run_at, j.id LIMIT 1) y) nx
+                    WHERE ks.e < allowed
+                )
+                SELECT coalesce(array_agg(ks.k ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
+                       coalesce(array_agg(ks.id ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
+                       coalesce(array_agg(ks.due ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
+                       count(*) FILTER (WHERE NOT ks.ok)
+                INTO keys, firsts, dues, skipped
+                FROM ks;
+            IF cardinality(keys) < allowed THEN
+                WITH RECURSIVE ks(k, n, e, ok, id, due) AS (
+                    SELECT x.k, 1, x.ok::integer, x.ok, x.id, x.due
+                    FROM (SELECT y.k, y.id, y.due, pgfleet.flow_key_ok(y.k, y.p, p_partitions)
+                                    AND (y.k = '' OR NOT keyed_rules OR pg_try_advisory_xact_lock(
+                                        1885825393, hashtext(q.name || '/' || y.k))) AS ok
+                          FROM (SELECT coalesce(j.partition_key, '') AS k, j.partition AS p, j.id,
+                                       j.run_at <= now() AS due
+                                FROM pgfleet.jobs j
+                                WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
+                                ORDER BY 1, j.priority, j.run_at, j.id LIMIT 1) y) x
+                    WHERE x.k <= cur
+                    UNION ALL
+                    SELECT nx.k, ks.n + 1, ks.e + nx.ok::integer, nx.ok, nx.id, nx.due
+                    FROM ks CROSS JOIN LATERAL (
+                        SELECT y.k, y.id, y.due, pgfleet.flow_key_ok(y.k, y.p, p_partitions)
+                                    AND (y.k = '' OR NOT keyed_rules OR pg_try_advisory_xact_lock(
+                                        1885825393, hashtext(q.name || '/' || y.k))) AS ok
+                        FROM (SELECT coalesce(j.partition_key, '') AS k, j.partition AS p, j.id,
+                                       j.run_at <= now() AS due
+                              FROM pgfleet.jobs j
+                              WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
+                                AND coalesce(j.partition_key, '') > ks.k
+                              ORDER BY 1, j.priority, j.run_at, j.id LIMIT 1) y) nx
+                    WHERE ks.e < allowed AND nx.k <= cur
+                )
+                SELECT keys || coalesce(array_agg(ks.k ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
+                       firsts || coalesce(array_agg(ks.id ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
+                       dues || coalesce(array_agg(ks.due ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
+                       skipped + count(*) FILTER (WHERE NOT ks.ok)
+                INTO keys, firsts, dues, skipped
+                FROM ks;
+            END IF;
+            -- Room per key, read after its lock (a fresh snapshot).
+            caps := ARRAY(
+                SELECT CASE WHEN u.k = '' OR q.key_concurrency_limit IS NULL THEN allowed
+                            ELSE least(allowed, q.key_concurrency_limit - coalesce(r.n, 0))::integer
+                       END
+                FROM unnest(keys) WITH ORDINALITY AS u(k, o)
+                LEFT JOIN (SELECT coalesce(j.partition_key, '') AS key, count(*) AS n
+                           FROM pgfleet.jobs j
+                           WHERE q.key_concurrency_limit IS NOT NULL
+                             AND j.queue = q.name AND j.lease_until IS NOT NULL
+                             AND coalesce(j.partition_key, '') = ANY(keys)
+                           GROUP BY 1) r ON r.key = u.k
+                ORDER BY u.o);
+            key_left := array_fill(NULL::double precision, ARRAY[cardinality(keys)]);
+            IF q.key_rate_limit IS NOT NULL THEN
+                FOR i IN 1 .. cardinality(keys) LOOP
+                    CONTINUE WHEN keys[i] = '' OR caps[i] <= 0;
                     SELECT * INTO kt FROM pgfleet.key_tokens kt2
-                    WHERE kt2.queue = q.name AND kt2.key = k;
+                    WHERE kt2.queue = q.name AND kt2.key = keys[i];
                     IF FOUND THEN
                         t := least(q.key_rate_burst::double precision, kt.tokens
                             + q.key_rate_limit * greatest(extract(epoch FROM now_at - kt.tokens_at), 0));
@@ -219,19 +283,33 @@ BEGIN
                         retry := least(coalesce(retry, 1e9),
                             (1 - (t - floor(t))) / q.key_rate_limit * 1000);
                     END IF;
-                    cap := least(cap, floor(t)::integer);
-                END IF;
-                IF cap <= 0 THEN
-                    held_keys := true;
-                    CONTINUE;
-                END IF;
-                keys := keys || k;
-                caps := caps || cap;
-                key_left := key_left || t;
-            END LOOP;
+                    caps[i] := least(caps[i], floor(t)::integer);
+                    key_left[i] := t;
+                END LOOP;
+            END IF;
+            IF EXISTS (SELECT 1 FROM unnest(caps) c WHERE c <= 0) THEN
+                held_keys := true;
+            END IF;
 
-            IF cardinality(keys) > 0 THEN
-                share := ceil(allowed::numeric / cardinality(keys))::integer;
+            n := (SELECT count(*) FROM unnest(caps) c WHERE c > 0);
+            IF n > 0 THEN
+                share := ceil(allowed::numeric / n)::integer;
+            END IF;
+            IF n > 0 AND share = 1 AND NOT EXISTS (
+                SELECT 1 FROM unnest(caps, dues) u(c, d) WHERE u.c > 0 AND NOT u.d) THEN
+                -- One job per key: each key's first job is the one its probe found.
+                ids := ARRAY(
+                    SELECT j.id FROM pgfleet.jobs j
+                    WHERE j.id = ANY(ARRAY(SELECT u.id FROM unnest(firsts, caps) u(id, c)
+                                           WHERE u.c > 0))
+                      AND j.state IN ('available', 'retryable') AND j.run_at <= now()
+                      AND (p_partitions IS NULL OR j.partition = ANY(p_partitions))
+                    FOR UPDATE SKIP LOCKED);
+                picked_keys := ARRAY(SELECT u.k FROM unnest(keys, firsts) WITH ORDINALITY u(k, id, o)
+                                     WHERE u.id = ANY(ids) ORDER BY u.o);
+                -- A first job another claim took: there is more to claim at once.
+                more := cardinality(ids) < n;
+            ELSIF n > 0 THEN
                 SELECT coalesce(array_agg(p.id ORDER BY p.rn, p.ord), '{}'),
                        coalesce(array_agg(p.key ORDER BY p.rn, p.ord), '{}'),
                        coalesce(bool_or(p.full_share), false)
@@ -240,43 +318,45 @@ BEGIN
                     SELECT c.id, c.rn, k2.ord, k2.key, c.rn = least(k2.cap, share) AS full_share
                     FROM unnest(keys, caps) WITH ORDINALITY AS k2(key, cap, ord)
                     CROSS JOIN LATERAL (
-                        SELECT j.id, row_number() OVER (ORDER BY j.priority, j.run_at, j.id) AS rn
-                        FROM pgfleet.jobs j
-                        WHERE j.queue = q.name AND coalesce(j.partition_key, '') = k2.key
-                          AND j.state IN ('available', 'retryable') AND j.run_at <= now()
-                          AND (p_partitions IS NULL OR j.partition = ANY(p_partitions))
-                        ORDER BY j.priority, j.run_at, j.id
-                        LIMIT least(k2.cap, share)
+                        SELECT l.id, row_number() OVER (ORDER BY l.priority, l.run_at, l.id) AS rn
+                        FROM (
+                            SELECT j.id, j.priority, j.run_at
+                            FROM pgfleet.jobs j
+                            WHERE j.queue = q.name AND coalesce(j.partition_key, '') = k2.key
+                              AND j.state IN ('available', 'retryable') AND j.run_at <= now()
+                              AND (p_partitions IS NULL OR j.partition = ANY(p_partitions))
+                            ORDER BY j.priority, j.run_at, j.id
+                            LIMIT least(k2.cap, share)
+                            FOR UPDATE SKIP LOCKED
+                        ) l
                     ) c
+                    WHERE k2.cap > 0
                     ORDER BY c.rn, k2.ord
                     LIMIT allowed
                 ) p;
                 -- A key that gave its whole share may have more: say so, so the worker
                 -- claims again at once instead of waiting for a wake-up.
                 more := more AND cardinality(ids) < allowed;
-                IF cardinality(ids) > 0 THEN
-                    UPDATE pgfleet.queues SET fair_cursor = (
-                        SELECT k3.key FROM unnest(keys) WITH ORDINALITY AS k3(key, ord)
-                        WHERE k3.key = ANY(picked_keys) ORDER BY k3.ord DESC LIMIT 1)
-                    WHERE name = q.name;
-                END IF;
+            END IF;
+            -- The next claim starts after the last key looked at (served, or full).
+            IF cardinality(keys) > 0 AND keys[cardinality(keys)] IS DISTINCT FROM q.fair_cursor THEN
+                -- A hint: skipped when another claim is moving it right now.
+                UPDATE pgfleet.queues SET fair_cursor = keys[cardinality(keys)]
+                WHERE name = (SELECT name FROM pgfleet.queues
+                              WHERE name = q.name FOR UPDATE SKIP LOCKED);
+            END IF;
+            IF n > 0 THEN
                 IF q.key_rate_limit IS NOT NULL AND cardinality(ids) > 0 THEN
                     INSERT INTO pgfleet.key_tokens AS kt4 (queue, key, tokens, tokens_at)
                     SELECT q.name, u.key, u.t - u.used, now_at
                     FROM (SELECT k5.key, k5.t, (SELECT count(*) FROM unnest(picked_keys) pk(key)
                                                 WHERE pk.key = k5.key) AS used
                           FROM unnest(keys, key_left) AS k5(key, t)) u
-                    WHERE u.key <> '' AND u.used > 0
+                    WHERE u.key <> '' AND u.used > 0 AND u.t IS NOT NULL
                     ON CONFLICT (queue, key) DO UPDATE
                         SET tokens = excluded.tokens, tokens_at = excluded.tokens_at;
                 END IF;
-            ELSE
-                ids := '{}';
-                more := false;
             END IF;
-        ELSE
-            ids := '{}';
-            more := false;
         END IF;
 
         n := 0;

@@ -311,6 +311,11 @@ impl Queue {
     }
 
     /// Claims up to `limit` jobs from the flow-controlled `queues` (see the module docs).
+    ///
+    /// From every partition, whatever `req.partitions` says: the round robin over keys and
+    /// the limits are the fleet's, and a claim that walked the keys of one worker's
+    /// partitions only would probe every other worker's keys on its way (the claimer is
+    /// still fenced like any other; any worker may run any job).
     pub(crate) async fn claim_flow(
         &self,
         queues: &[String],
@@ -319,7 +324,7 @@ impl Queue {
     ) -> Result<(Vec<sqlx::postgres::PgRow>, Option<Duration>)> {
         let rows = sqlx::query(CLAIM_FLOW_SQL)
             .bind(queues)
-            .bind(req.partitions)
+            .bind(None::<&[i16]>)
             .bind(limit as i32)
             .bind(req.worker_id)
             .bind(req.lease.as_millis() as f64)

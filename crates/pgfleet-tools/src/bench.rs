@@ -39,6 +39,9 @@ pub enum Suite {
     LongTx,
     /// Worker processes at 10 slots: jobs/s per fleet size, shares, join/leave latency.
     Fleet,
+    /// Flow control: per-key limit and fairness over 1,000 keys against unlimited, and a
+    /// one-job tenant's start latency beside another tenant's burst.
+    Flow,
 }
 
 /// `pgfleet bench`.
@@ -94,6 +97,15 @@ pub struct BenchArgs {
     /// Seconds of the fleet suite's join/leave phase.
     #[arg(long, default_value_t = 10)]
     pub join_leave_secs: u64,
+    /// Worker processes of the flow suite.
+    #[arg(long, default_value_t = 2)]
+    pub flow_processes: usize,
+    /// Tenant A's burst in the flow suite's fairness phases.
+    #[arg(long, default_value_t = 20_000)]
+    pub tenant_jobs: usize,
+    /// Runs of the flow suite's fairness phase (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub fair_runs: usize,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -133,6 +145,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let result = match args.suite {
         Suite::Queue => bench(&args, options, &db_url).await,
         Suite::Fleet => crate::bench_fleet::bench_fleet(&args, options, &db_url).await,
+        Suite::Flow => crate::bench_flow::bench_flow(&args, options, &db_url).await,
         Suite::Ingest => bench_ingest(&args, options).await,
         Suite::Push => crate::bench_push::bench_push(&args, options).await,
         Suite::LongTx => crate::bench_long_tx::bench_long_tx(&args, options).await,
@@ -154,6 +167,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::bench_long_tx::print_long_tx(&report);
     } else if args.suite == Suite::Fleet {
         crate::bench_fleet::print_fleet(&report);
+    } else if args.suite == Suite::Flow {
+        crate::bench_flow::print_flow(&report);
     } else {
         print_table(&report);
     }

@@ -31,19 +31,29 @@ use pgfleet_app::database::connect_pool;
 const QUEUE: &str = "fleet";
 
 /// A worker process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct WorkerProc {
+pub(crate) struct WorkerProc {
     child: Child,
 }
 
 impl WorkerProc {
     fn spawn(url: &str, slots: usize, log: PathBuf) -> anyhow::Result<Self> {
+        Self::spawn_on(url, QUEUE, slots, log)
+    }
+
+    /// A `pgfleet worker` of the `bench` pool serving `queue` with `slots` slots.
+    pub(crate) fn spawn_on(
+        url: &str,
+        queue: &str,
+        slots: usize,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
         let bin = crate::pgfleet_bin()?;
         let log = std::fs::File::create(log)?;
         let child = Command::new(bin)
             .args([
                 "worker",
                 "--queues",
-                QUEUE,
+                queue,
                 "--concurrency",
                 &slots.to_string(),
                 "--health-addr",
@@ -67,7 +77,7 @@ impl WorkerProc {
     }
 
     /// SIGTERM and wait for the exit (at most 30 s, then SIGKILL).
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         crate::chaos::sigterm_and_wait(&mut self.child, Duration::from_secs(30));
     }
 }
@@ -207,7 +217,7 @@ async fn single_job_ceiling(
 }
 
 /// Waits until `n` workers of the bench pool are registered and live.
-async fn wait_registered(pool: &PgPool, n: usize) -> anyhow::Result<()> {
+pub(crate) async fn wait_registered(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let live: i64 = sqlx::query_scalar(

@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_fleet;
+mod bench_flow;
 mod bench_long_tx;
 mod bench_push;
 mod chaos;
