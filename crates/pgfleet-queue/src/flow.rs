@@ -3,12 +3,15 @@
 //! `pgfleet.key_tokens`.
 //!
 //! A queue with any limit (or fairness) set is claimed through the SQL function
-//! `pgfleet.claim_flow` (migration 0007), which locks the queue's row first: the claims of
-//! one flow-controlled queue are serialised across the fleet, and each one counts running
-//! jobs and spends tokens after every earlier claim committed. The plain claim statement
-//! skips such queues in SQL, so a worker whose view of which queues are limited is stale
-//! (it refreshes it every [`FLOW_REFRESH`]) can never claim past a limit; it only claims
-//! a newly limited queue up to one refresh later.
+//! `pgfleet.claim_flow` (migration 0007). A queue-wide limit (concurrency, rate) locks the
+//! queue's row; a per-key limit takes the key's advisory lock (a key another claim is
+//! serving is passed over). Either way the claims a limit governs are serialised across the
+//! fleet, and each one counts running jobs and spends tokens after every earlier claim
+//! committed. Fairness alone takes no lock: claims walk the partition keys round robin from
+//! a cursor and lock job rows with `SKIP LOCKED`. The plain claim statement skips such
+//! queues in SQL, so a worker whose view of which queues are limited is stale (it refreshes
+//! it every [`FLOW_REFRESH`]) can never claim past a limit; it only claims a newly limited
+//! queue up to one refresh later.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -310,3 +310,52 @@ async fn bad_limits_are_refused_naming_the_field_and_nothing_is_written() -> any
     assert!(queue.flow_status(None).await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_per_key_rate_limits_each_key_and_not_the_others() -> anyhow::Result<()> {
+    let (db, queue) = setup().await?;
+    let rate = Rate {
+        per_second: 10.0,
+        burst: Some(2),
+    };
+    queue
+        .set_limits(
+            "per-key-rate",
+            &Limits {
+                key_rate: Some(rate),
+                ..Limits::default()
+            },
+        )
+        .await?;
+    enqueue_keyed(&queue, "per-key-rate", "slow-a", 100).await?;
+    enqueue_keyed(&queue, "per-key-rate", "slow-b", 100).await?;
+    queue
+        .enqueue_many(&vec![NewJob::new("per-key-rate", "noop"); 30])
+        .await?;
+    let queues = vec!["per-key-rate".to_string()];
+    let other = Queue::new(db.new_pool(2).await?).await?;
+    let started = std::time::Instant::now();
+    let mut per_key: HashMap<Option<String>, usize> = HashMap::new();
+    while started.elapsed() < Duration::from_millis(600) {
+        for q in [&queue, &other] {
+            let c = q.claim_detailed(&request(&queues, 20, "w")).await?;
+            for j in c.jobs {
+                *per_key.entry(j.partition_key).or_default() += 1;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let most = (2.0 + 10.0 * secs + 1.0) as usize;
+    for key in ["slow-a", "slow-b"] {
+        let n = per_key[&Some(key.to_string())];
+        assert!(
+            (2..=most).contains(&n),
+            "{key}: {n} in {secs:.2}s (at most {most})"
+        );
+    }
+    assert_eq!(
+        per_key[&None], 30,
+        "jobs without a key are not rate limited per key"
+    );
+    Ok(())
+}
