@@ -389,7 +389,9 @@ BEGIN
         THEN
             marker := NULL;
             marker.queue := q.name;
-            marker.retry_ms := CASE WHEN more THEN 0 ELSE retry END;
+            -- At once only when this claim made progress: a first job that some other
+            -- transaction keeps locked must not turn the worker into a busy loop.
+            marker.retry_ms := CASE WHEN more AND n > 0 THEN 0 ELSE retry END;
             RETURN NEXT marker;
         END IF;
     END LOOP;
