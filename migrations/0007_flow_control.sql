@@ -69,6 +69,28 @@ CREATE TYPE pgfleet.flow_claim AS (
     retry_ms      double precision
 );
 
+-- The key after `after` in `queue` with claimable jobs, with its first job (in claim order)
+-- and that job's partition; with `wrap`, the first key when none is after `after`
+-- (`wrapped` says so). One index probe of jobs_key_claim_idx each.
+CREATE FUNCTION pgfleet.flow_next_key(queue text, after text, wrap boolean)
+RETURNS TABLE (k text, p smallint, id bigint, due boolean, wrapped boolean)
+LANGUAGE sql STABLE AS $$
+    (SELECT coalesce(j.partition_key, ''), j.partition, j.id, j.run_at <= now(), false
+     FROM pgfleet.jobs j
+     WHERE j.queue = flow_next_key.queue AND j.state IN ('available', 'retryable')
+       AND coalesce(j.partition_key, '') > flow_next_key.after
+     ORDER BY coalesce(j.partition_key, ''), j.priority, j.run_at, j.id
+     LIMIT 1)
+    UNION ALL
+    (SELECT coalesce(j.partition_key, ''), j.partition, j.id, j.run_at <= now(), true
+     FROM pgfleet.jobs j
+     WHERE flow_next_key.wrap AND j.queue = flow_next_key.queue
+       AND j.state IN ('available', 'retryable')
+     ORDER BY coalesce(j.partition_key, ''), j.priority, j.run_at, j.id
+     LIMIT 1)
+    LIMIT 1
+$$;
+
 -- Whether the skip scan may serve key `k` (first seen in partition `p`): one of the
 -- claimer's partitions (jobs without a key, '', are spread over all of them).
 CREATE FUNCTION pgfleet.flow_key_ok(k text, p smallint, partitions smallint[])
@@ -183,77 +205,36 @@ BEGIN
                 LIMIT allowed);
         ELSIF allowed > 0 THEN
             cur := coalesce(q.fair_cursor, '');
-            -- Skip scans (one index probe per key, one statement each pass): keys after
-            -- the cursor, then from the start up to it, until `allowed` keys with room.
+            -- A skip scan (one index probe per key, one statement): the keys after the
+            -- cursor, then from the first key up to it, until `allowed` keys are usable.
             -- Keys of other partitions are passed over, and so are keys with a per-key
             -- rule whose advisory lock another claim holds (it is serving them now): a
             -- claim is taken on past them. Keys just served sit behind the cursor, so the
             -- keys ahead of it are rarely full; a full one is found below, after its lock,
             -- and the claim then says it was held back.
-            WITH RECURSIVE ks(k, n, e, ok, id, due) AS (
-                    SELECT x.k, 1, x.ok::integer, x.ok, x.id, x.due
-                    FROM (SELECT y.k, y.id, y.due, pgfleet.flow_key_ok(y.k, y.p, p_partitions)
-                                    AND (y.k = '' OR NOT keyed_rules OR pg_try_advisory_xact_lock(
-                                        1885825393, hashtext(q.name || '/' || y.k))) AS ok
-                          FROM (SELECT coalesce(j.partition_key, '') AS k, j.partition AS p, j.id,
-                                       j.run_at <= now() AS due
-                                FROM pgfleet.jobs j
-                                WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
-                                  AND coalesce(j.partition_key, '') > cur
-                                ORDER BY 1, j.priority, j.run_at, j.id LIMIT 1) y) x
-                    UNION ALL
-                    SELECT nx.k, ks.n + 1, ks.e + nx.ok::integer, nx.ok, nx.id, nx.due
-                    FROM ks CROSS JOIN LATERAL (
-                        SELECT y.k, y.id, y.due, pgfleet.flow_key_ok(y.k, y.p, p_partitions)
-                                    AND (y.k = '' OR NOT keyed_rules OR pg_try_advisory_xact_lock(
-                                        1885825393, hashtext(q.name || '/' || y.k))) AS ok
-                        FROM (SELECT coalesce(j.partition_key, '') AS k, j.partition AS p, j.id,
-                                       j.run_at <= now() AS due
-                              FROM pgfleet.jobs j
-                              WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
-                                AND coalesce(j.partition_key, '') > ks.k
-                              ORDER BY 1, j.priority, j.run_at, j.id LIMIT 1) y) nx
-                    WHERE ks.e < allowed
-                )
-                SELECT coalesce(array_agg(ks.k ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
-                       coalesce(array_agg(ks.id ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
-                       coalesce(array_agg(ks.due ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
-                       count(*) FILTER (WHERE NOT ks.ok)
-                INTO keys, firsts, dues, skipped
-                FROM ks;
-            IF cardinality(keys) < allowed THEN
-                WITH RECURSIVE ks(k, n, e, ok, id, due) AS (
-                    SELECT x.k, 1, x.ok::integer, x.ok, x.id, x.due
-                    FROM (SELECT y.k, y.id, y.due, pgfleet.flow_key_ok(y.k, y.p, p_partitions)
-                                    AND (y.k = '' OR NOT keyed_rules OR pg_try_advisory_xact_lock(
-                                        1885825393, hashtext(q.name || '/' || y.k))) AS ok
-                          FROM (SELECT coalesce(j.partition_key, '') AS k, j.partition AS p, j.id,
-                                       j.run_at <= now() AS due
-                                FROM pgfleet.jobs j
-                                WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
-                                ORDER BY 1, j.priority, j.run_at, j.id LIMIT 1) y) x
-                    WHERE x.k <= cur
-                    UNION ALL
-                    SELECT nx.k, ks.n + 1, ks.e + nx.ok::integer, nx.ok, nx.id, nx.due
-                    FROM ks CROSS JOIN LATERAL (
-                        SELECT y.k, y.id, y.due, pgfleet.flow_key_ok(y.k, y.p, p_partitions)
-                                    AND (y.k = '' OR NOT keyed_rules OR pg_try_advisory_xact_lock(
-                                        1885825393, hashtext(q.name || '/' || y.k))) AS ok
-                        FROM (SELECT coalesce(j.partition_key, '') AS k, j.partition AS p, j.id,
-                                       j.run_at <= now() AS due
-                              FROM pgfleet.jobs j
-                              WHERE j.queue = q.name AND j.state IN ('available', 'retryable')
-                                AND coalesce(j.partition_key, '') > ks.k
-                              ORDER BY 1, j.priority, j.run_at, j.id LIMIT 1) y) nx
-                    WHERE ks.e < allowed AND nx.k <= cur
-                )
-                SELECT keys || coalesce(array_agg(ks.k ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
-                       firsts || coalesce(array_agg(ks.id ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
-                       dues || coalesce(array_agg(ks.due ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
-                       skipped + count(*) FILTER (WHERE NOT ks.ok)
-                INTO keys, firsts, dues, skipped
-                FROM ks;
-            END IF;
+            WITH RECURSIVE ks(k, n, e, ok, id, due, wrapped) AS (
+                SELECT x.k, 1, x.ok::integer, x.ok, x.id, x.due, x.wrapped
+                FROM (SELECT y.k, y.id, y.due, y.wrapped, pgfleet.flow_key_ok(y.k, y.p, p_partitions)
+                               AND (y.k = '' OR NOT keyed_rules OR pg_try_advisory_xact_lock(
+                                   1885825393, hashtext(q.name || '/' || y.k))) AS ok
+                      FROM pgfleet.flow_next_key(q.name, cur, true) y) x
+                WHERE NOT (x.wrapped AND x.k > cur)
+                UNION ALL
+                SELECT nx.k, ks.n + 1, ks.e + nx.ok::integer, nx.ok, nx.id, nx.due,
+                       ks.wrapped OR nx.wrapped
+                FROM ks CROSS JOIN LATERAL (
+                    SELECT y.k, y.id, y.due, y.wrapped, pgfleet.flow_key_ok(y.k, y.p, p_partitions)
+                               AND (y.k = '' OR NOT keyed_rules OR pg_try_advisory_xact_lock(
+                                   1885825393, hashtext(q.name || '/' || y.k))) AS ok
+                    FROM pgfleet.flow_next_key(q.name, ks.k, NOT ks.wrapped) y) nx
+                WHERE ks.e < allowed AND NOT ((ks.wrapped OR nx.wrapped) AND nx.k > cur)
+            )
+            SELECT coalesce(array_agg(ks.k ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
+                   coalesce(array_agg(ks.id ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
+                   coalesce(array_agg(ks.due ORDER BY ks.n) FILTER (WHERE ks.ok), '{}'),
+                   count(*) FILTER (WHERE NOT ks.ok)
+            INTO keys, firsts, dues, skipped
+            FROM ks;
             -- Room per key, read after its lock (a fresh snapshot).
             caps := ARRAY(
                 SELECT CASE WHEN u.k = '' OR q.key_concurrency_limit IS NULL THEN allowed

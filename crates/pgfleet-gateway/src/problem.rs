@@ -196,6 +196,22 @@ pub fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
 ///
 /// # Errors
 /// [`ApiError::MalformedJson`] or [`ApiError::Invalid`].
+pub fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        // serde reads a struct from an array too (`[null, null]`): only an object is one.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+            return parse_json(body);
+        }
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
+    parse_json(body)
+}
+
+/// Parses a JSON body into `T`; see [`parse_object`] for bodies that must be objects.
+///
+/// # Errors
+/// [`ApiError::MalformedJson`] or [`ApiError::Invalid`].
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -231,31 +247,9 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     Ok(value)
 }
 
-/// Deserializes an optional integer the way JSON Schema's `integer` reads: `8` and `8.0`
-/// alike (a number with no fraction), refusing fractions and values out of `T`'s range.
-/// For request fields declared `integer` in the OpenAPI document.
-///
-/// # Errors
-/// A serde error naming the number (reported as 422 on the field).
-pub fn opt_integer<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: TryFrom<i64>,
-{
-    use serde::de::Error;
-    let Some(n) = <Option<serde_json::Number> as serde::Deserialize>::deserialize(d)? else {
-        return Ok(None);
-    };
-    let whole = match (n.as_i64(), n.as_f64()) {
-        (Some(i), _) => Some(i),
-        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => Some(f as i64),
-        _ => None,
-    };
-    whole
-        .and_then(|i| T::try_from(i).ok())
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("{n} is not an integer in range")))
-}
+/// Integers as JSON Schema means them (`3` and `3.0`), shared with the queue's request
+/// types (limits, schedules).
+pub use pgfleet_queue::serde_int::opt_integer;
 
 /// `jobs[3].queue` from the deserializer's path. Keys that would make the name ambiguous or
 /// empty (`""`, `".."`: found by fuzzing) end the name at their parent.

@@ -11,7 +11,7 @@ use crate::auth::{Authed, ADMIN, READ};
 use crate::extract::{Path, Query};
 use pgfleet_queue::flow::{FlowStatus, Limits};
 
-use crate::problem::{parse_json, ApiError, Problem};
+use crate::problem::{parse_object, ApiError, Problem};
 use crate::AppState;
 
 /// One queue's numbers.
@@ -290,6 +290,6 @@ pub async fn set_limits(
     Authed(body): Authed<ADMIN>,
 ) -> Result<Json<FlowStatus>, ApiError> {
     pgfleet_queue::job::validate_queue_name(&name)?;
-    let limits: Limits = parse_json(&body)?;
+    let limits: Limits = parse_object(&body)?;
     Ok(Json(state.queue.set_limits(&name, &limits).await?))
 }

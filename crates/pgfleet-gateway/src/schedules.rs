@@ -7,7 +7,7 @@ use pgfleet_queue::schedule::{Schedule, ScheduleDoc};
 
 use crate::auth::{Authed, ADMIN, READ};
 use crate::extract::Path;
-use crate::problem::{parse_json, ApiError, Problem};
+use crate::problem::{parse_object, ApiError, Problem};
 use crate::AppState;
 
 fn missing(name: &str) -> ApiError {
@@ -48,7 +48,7 @@ pub async fn put(
     Path(name): Path<String>,
     Authed(body): Authed<ADMIN>,
 ) -> Result<Json<Schedule>, ApiError> {
-    let doc: ScheduleDoc = parse_json(&body)?;
+    let doc: ScheduleDoc = parse_object(&body)?;
     if doc.name.as_deref().is_some_and(|n| n != name) {
         return Err(ApiError::invalid(
             "name",

@@ -38,11 +38,17 @@ pub const MAX_RATE: f64 = 1_000_000.0;
 /// at once after a quiet spell.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Rate {
     /// Jobs started per second (may be fractional: 0.5 is one every two seconds).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(exclusive_minimum = 0.0, maximum = 1000000.0)
+    )]
     pub per_second: f64,
     /// Jobs that may start at once; defaults to one second's worth (at least 1).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::serde_int::opt_integer")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000))]
     pub burst: Option<i32>,
 }
 
@@ -78,11 +84,13 @@ impl Rate {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// At most this many jobs of the queue running at once, across the whole fleet.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::serde_int::opt_integer")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000))]
     pub concurrency: Option<i32>,
     /// At most this many jobs per partition key running at once (jobs without a key are
     /// not limited by it).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::serde_int::opt_integer")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000))]
     pub key_concurrency: Option<i32>,
     /// Jobs of the queue started per second, shared by the fleet.
     #[serde(default)]

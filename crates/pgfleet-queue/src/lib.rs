@@ -33,6 +33,7 @@ pub mod retention;
 pub mod schedule;
 #[cfg(feature = "openapi")]
 pub mod schema;
+pub mod serde_int;
 pub mod stats;
 
 use std::collections::HashSet;

@@ -99,8 +99,7 @@ pub fn parse_timezone(s: &str) -> Result<Tz> {
 }
 
 /// What happens to ticks missed while no scheduler ran (an outage, every worker down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "policy", content = "max")]
 pub enum Misfire {
     /// Run no missed tick; only ticks due within [`MISFIRE_GRACE`] run.
@@ -209,6 +208,7 @@ impl NewSchedule {
 pub struct ScheduleDoc {
     /// Unique name (in a file; the URL names it in the API).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$"))]
     pub name: Option<String>,
     /// Cron expression (5 fields, or 6 with seconds first; `@daily`-style aliases) or
     /// `@every 30s` / `5m` / `1h`.
@@ -219,25 +219,88 @@ pub struct ScheduleDoc {
     pub timezone: String,
     /// Queue of the jobs it enqueues.
     #[serde(default = "default_queue")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$"))]
     pub queue: String,
     /// Kind of the jobs it enqueues.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$"))]
     pub kind: String,
     /// Payload of the jobs it enqueues.
     #[serde(default = "empty_object")]
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::JsonValue))]
     pub payload: Value,
     /// Priority, 0 (highest) to 9.
-    #[serde(default = "default_priority")]
+    #[serde(
+        default = "default_priority",
+        deserialize_with = "crate::serde_int::integer"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 9))]
     pub priority: i16,
     /// Attempts per job.
-    #[serde(default = "default_attempts")]
+    #[serde(
+        default = "default_attempts",
+        deserialize_with = "crate::serde_int::integer"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2147483647))]
     pub max_attempts: i32,
-    /// Partition key of its jobs.
+    /// Partition key of its jobs, 1 to 512 characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 512))]
     pub partition_key: Option<String>,
     /// What happens to ticks missed while no worker ran (default: run once).
-    #[serde(default = "default_misfire")]
-    pub misfire: Misfire,
+    #[serde(default)]
+    pub misfire: MisfireDoc,
+}
+
+/// A misfire policy as written: `{"policy": "catch_up", "max": 3}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MisfireDoc {
+    /// `skip`, `run_once` or `catch_up`.
+    pub policy: MisfirePolicy,
+    /// With `catch_up`: the most missed ticks to run (default 10; ignored otherwise).
+    #[serde(default, deserialize_with = "crate::serde_int::opt_integer")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
+    pub max: Option<u32>,
+}
+
+/// The kinds of [`Misfire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MisfirePolicy {
+    /// See [`Misfire::Skip`].
+    Skip,
+    /// See [`Misfire::RunOnce`].
+    #[default]
+    RunOnce,
+    /// See [`Misfire::CatchUp`].
+    CatchUp,
+}
+
+/// Missed ticks `catch_up` runs when no maximum is given.
+pub const DEFAULT_CATCH_UP: u32 = 10;
+
+impl MisfireDoc {
+    /// The policy this describes.
+    ///
+    /// # Errors
+    /// [`QueueError::Invalid`] for a `max` outside 1..=10,000.
+    pub fn misfire(&self) -> Result<Misfire> {
+        if let Some(m) = self.max {
+            if !(1..=MAX_TICKS as u32).contains(&m) {
+                return Err(QueueError::invalid(
+                    "misfire.max",
+                    format!("must be between 1 and {MAX_TICKS}"),
+                ));
+            }
+        }
+        Ok(match self.policy {
+            MisfirePolicy::Skip => Misfire::Skip,
+            MisfirePolicy::RunOnce => Misfire::RunOnce,
+            MisfirePolicy::CatchUp => Misfire::CatchUp(self.max.unwrap_or(DEFAULT_CATCH_UP)),
+        })
+    }
 }
 
 fn utc() -> String {
@@ -254,9 +317,6 @@ fn default_priority() -> i16 {
 }
 fn default_attempts() -> i32 {
     crate::job::DEFAULT_MAX_ATTEMPTS
-}
-fn default_misfire() -> Misfire {
-    Misfire::RunOnce
 }
 
 impl ScheduleDoc {
@@ -279,7 +339,7 @@ impl ScheduleDoc {
             cron: self.cron,
             timezone: self.timezone,
             job,
-            misfire: self.misfire,
+            misfire: self.misfire.misfire()?,
         };
         s.validate()?;
         Ok(s)

@@ -109,7 +109,7 @@ async fn bad_schedules_and_limits_are_422_naming_the_field_and_write_nothing() -
         (with("timezone", json!("Mars/Olympus")), "timezone"),
         (
             with("misfire", json!({"policy": "catch_up", "max": 0})),
-            "misfire",
+            "misfire.max",
         ),
         (
             with("misfire", json!({"policy": "sometimes"})),
@@ -140,6 +140,12 @@ async fn bad_schedules_and_limits_are_422_naming_the_field_and_write_nothing() -
         .await;
         assert_eq!(v["field"], field, "{body}");
     }
+    let v = problem(
+        put(&g, "/v1/queues/q1/limits", ADMIN_KEY, json!([null, null])).await,
+        422,
+    )
+    .await;
+    assert_eq!(v["field"], "body", "an array is not a limits object");
     assert_eq!(rows(&g, "pgfleet.queues WHERE flow").await, 0);
     // A read key can look but not change.
     problem(
