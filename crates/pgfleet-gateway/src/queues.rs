@@ -4,13 +4,12 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use pgfleet_queue::flow::{FlowStatus, Limits};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Authed, ADMIN, READ};
 use crate::extract::{Path, Query};
-use pgfleet_queue::flow::{FlowStatus, Limits};
-
 use crate::problem::{parse_object, ApiError, Problem};
 use crate::AppState;
 
@@ -268,13 +267,7 @@ pub async fn limits(
     _a: Authed<READ>,
 ) -> Result<Json<FlowStatus>, ApiError> {
     pgfleet_queue::job::validate_queue_name(&name)?;
-    let status = state.queue.flow_status(Some(&name)).await?.pop();
-    Ok(Json(status.unwrap_or(FlowStatus {
-        queue: name,
-        limits: Limits::default(),
-        running: 0,
-        tokens: None,
-    })))
+    Ok(Json(state.queue.limits(&name).await?))
 }
 
 /// Sets a queue's limits, all at once (a field left out is removed; `{}` lifts every

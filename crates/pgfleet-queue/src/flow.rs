@@ -270,6 +270,15 @@ impl Queue {
         if let Ok(mut cache) = self.inner.flow.lock() {
             cache.read_at = None;
         }
+        self.limits(queue).await
+    }
+
+    /// One queue's limits with its running count; a queue without limits (or unknown)
+    /// answers with no limits.
+    ///
+    /// # Errors
+    /// [`QueueError::Database`].
+    pub async fn limits(&self, queue: &str) -> Result<FlowStatus> {
         let status = self.flow_status(Some(queue)).await?.pop();
         Ok(status.unwrap_or(FlowStatus {
             queue: queue.to_owned(),

@@ -11,21 +11,8 @@ pub struct EnqueueArgs {
     db: DbArgs,
     /// Job kind (the built-in worker runs noop, sleep and fail).
     kind: String,
-    /// JSON payload.
-    #[arg(long, default_value = "{}")]
-    payload: String,
-    /// Queue.
-    #[arg(long, short, default_value = "default")]
-    queue: String,
-    /// Priority, 0 (highest) to 9.
-    #[arg(long, allow_negative_numbers = true, default_value_t = pgfleet_queue::job::PRIORITY_DEFAULT)]
-    priority: i16,
-    /// Attempts before the job is discarded.
-    #[arg(long, allow_negative_numbers = true, default_value_t = pgfleet_queue::job::DEFAULT_MAX_ATTEMPTS)]
-    max_attempts: i32,
-    /// Partition key (user id, event id...).
-    #[arg(long)]
-    partition_key: Option<String>,
+    #[command(flatten)]
+    job: JobFlags,
     /// Unique key: enqueue is idempotent on it.
     #[arg(long)]
     unique_key: Option<String>,
@@ -37,16 +24,47 @@ pub struct EnqueueArgs {
     count: usize,
 }
 
+/// The flags that describe a job, shared by `pgfleet enqueue` and `pgfleet schedule put`.
+#[derive(Debug, clap::Args)]
+pub struct JobFlags {
+    /// JSON payload.
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// Queue.
+    #[arg(long, short, default_value = "default")]
+    pub queue: String,
+    /// Priority, 0 (highest) to 9.
+    #[arg(long, allow_negative_numbers = true, default_value_t = pgfleet_queue::job::PRIORITY_DEFAULT)]
+    pub priority: i16,
+    /// Attempts before the job is discarded.
+    #[arg(long, allow_negative_numbers = true, default_value_t = pgfleet_queue::job::DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: i32,
+    /// Partition key (user id, event id...).
+    #[arg(long)]
+    pub partition_key: Option<String>,
+}
+
+impl JobFlags {
+    /// A job of `kind` with these flags (not yet validated).
+    ///
+    /// # Errors
+    /// A payload that is not JSON.
+    pub fn job(&self, kind: &str) -> anyhow::Result<NewJob> {
+        let mut job = NewJob::new(&self.queue, kind)
+            .payload_json(&self.payload)?
+            .priority(self.priority)
+            .max_attempts(self.max_attempts);
+        job.partition_key = self.partition_key.clone();
+        Ok(job)
+    }
+}
+
 /// Runs `pgfleet enqueue`.
 ///
 /// # Errors
 /// Invalid input (named field) or an unreachable database.
 pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
-    let mut job = NewJob::new(&args.queue, &args.kind)
-        .payload_json(&args.payload)?
-        .priority(args.priority)
-        .max_attempts(args.max_attempts);
-    job.partition_key = args.partition_key.clone();
+    let mut job = args.job.job(&args.kind)?;
     job.unique_key = args.unique_key.clone();
     if let Some(d) = args.delay_secs {
         job.run_at = Some(chrono::Utc::now() + chrono::Duration::seconds(d as i64));
@@ -69,7 +87,7 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
             queue.enqueue_many(&vec![job.clone(); n]).await?;
             done += n;
         }
-        println!("enqueued {done} jobs on {}", args.queue);
+        println!("enqueued {done} jobs on {}", args.job.queue);
     }
     queue.close().await;
     Ok(())

@@ -80,14 +80,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     let queue = Queue::new(args.db.connect().await?).await?;
     let status = match wanted {
         Some(w) => queue.set_limits(&l.name, &w).await,
-        None => queue.flow_status(Some(&l.name)).await.map(|mut s| {
-            s.pop().unwrap_or(FlowStatus {
-                queue: l.name.clone(),
-                limits: Limits::default(),
-                running: 0,
-                tokens: None,
-            })
-        }),
+        None => queue.limits(&l.name).await,
     };
     queue.close().await;
     println!("{}", describe(&status?));

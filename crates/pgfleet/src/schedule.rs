@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use pgfleet_app::declared::Declared;
-use pgfleet_queue::schedule::{Misfire, NewSchedule, Schedule};
-use pgfleet_queue::{NewJob, Queue};
+use pgfleet_queue::schedule::{Misfire, NewSchedule, Schedule, DEFAULT_CATCH_UP};
+use pgfleet_queue::Queue;
 
 use crate::database::DbArgs;
+use crate::enqueue::JobFlags;
 
 /// `pgfleet schedule`.
 #[derive(Debug, clap::Args)]
@@ -66,36 +67,19 @@ struct PutArgs {
     /// Job kind.
     #[arg(long)]
     kind: String,
-    /// Queue.
-    #[arg(long, short, default_value = "default")]
-    queue: String,
-    /// JSON payload.
-    #[arg(long, default_value = "{}")]
-    payload: String,
-    /// Priority, 0 (highest) to 9.
-    #[arg(long, allow_negative_numbers = true, default_value_t = pgfleet_queue::job::PRIORITY_DEFAULT)]
-    priority: i16,
-    /// Attempts per job.
-    #[arg(long, allow_negative_numbers = true, default_value_t = pgfleet_queue::job::DEFAULT_MAX_ATTEMPTS)]
-    max_attempts: i32,
-    /// Partition key of its jobs.
-    #[arg(long)]
-    partition_key: Option<String>,
+    #[command(flatten)]
+    job: JobFlags,
     /// Missed ticks: skip, run-once or catch-up (with --catch-up N).
     #[arg(long, default_value = "run-once", value_parser = ["skip", "run-once", "catch-up"])]
     misfire: String,
     /// With --misfire catch-up: run at most this many missed ticks.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = DEFAULT_CATCH_UP)]
     catch_up: u32,
 }
 
 impl PutArgs {
     fn schedule(&self) -> anyhow::Result<NewSchedule> {
-        let mut job = NewJob::new(&self.queue, &self.kind)
-            .payload_json(&self.payload)?
-            .priority(self.priority)
-            .max_attempts(self.max_attempts);
-        job.partition_key = self.partition_key.clone();
+        let job = self.job.job(&self.kind)?;
         let mut s = NewSchedule::new(&self.name, &self.cron, job);
         s.timezone = self.timezone.clone();
         s.misfire = match self.misfire.as_str() {
