@@ -140,10 +140,10 @@ impl Queue {
              AND state IN ('discarded', 'cancelled') RETURNING *) \
              INSERT INTO pgfleet.jobs (id, queue, kind, partition, priority, state, payload, \
              metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, errors, \
-             unique_key, created_at, partition_key) \
+             unique_key, created_at, partition_key, workflow_id, has_dependents, progress) \
              SELECT id, queue, kind, partition, priority, 'available', payload, metadata, attempt, \
              greatest(max_attempts, attempt + 1), now(), attempted_at, attempted_by, errors, \
-             unique_key, created_at, partition_key FROM f",
+             unique_key, created_at, partition_key, workflow_id, has_dependents, progress FROM f",
         )
         .bind(id)
         .execute(&mut *tx)
@@ -176,11 +176,20 @@ impl Queue {
     /// first); [`QueueError::Database`].
     pub async fn delete_job(&self, id: i64) -> Result<()> {
         let mut tx = self.pool().begin().await?;
-        let hot = sqlx::query("DELETE FROM pgfleet.jobs WHERE id = $1 AND state <> 'running'")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        // A deleted job that others wait for counts as cancelled for them.
+        let hot: Option<bool> = sqlx::query_scalar(
+            "DELETE FROM pgfleet.jobs WHERE id = $1 AND state <> 'running' RETURNING has_dependents",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if hot == Some(true) {
+            sqlx::query("SELECT pgfleet.settle_dependents($1, 'cancelled')")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let hot = u64::from(hot.is_some());
         let fin = sqlx::query("DELETE FROM pgfleet.jobs_finished WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)

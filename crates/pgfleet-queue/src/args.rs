@@ -180,6 +180,9 @@ mod tests {
             created_at: now,
             finalized_at: None,
             partition_key: None,
+            workflow_id: None,
+            progress: None,
+            output: None,
         }
     }
 }

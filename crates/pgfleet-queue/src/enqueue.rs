@@ -149,6 +149,9 @@ impl Queue {
         for job in jobs {
             job.validate()?;
         }
+        if jobs.iter().any(|j| !j.depends_on.is_empty()) {
+            return self.enqueue_dependent_in(conn, jobs).await;
+        }
         let cols = self.columns(jobs);
         if cols.queue.len() == 1 && cols.unique_key[0].is_none() {
             return self.insert_one(conn, cols).await;
@@ -195,6 +198,41 @@ impl Queue {
             })
             .collect();
         Ok((result, Wakeups(wake)))
+    }
+
+    /// Jobs with dependencies go through `pgfleet.enqueue_many` (migration 0009): the SQL
+    /// that checks and locks their dependencies is the one other languages call. Their
+    /// wake-ups are sent by PostgreSQL at commit, so the returned [`Wakeups`] is empty.
+    async fn enqueue_dependent_in(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[NewJob],
+    ) -> Result<(Vec<Enqueued>, Wakeups)> {
+        let body: Vec<Value> = jobs
+            .iter()
+            .map(|j| crate::workflow::job_json(j, None, &[]))
+            .collect();
+        let single = jobs.len() == 1;
+        let rows = sqlx::query("SELECT * FROM pgfleet.enqueue_many($1)")
+            .bind(Value::Array(body))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| match QueueError::from_sql(e) {
+                QueueError::InvalidAt { path, reason } if single => QueueError::InvalidAt {
+                    path: path.strip_prefix("jobs[0].").unwrap_or(&path).to_owned(),
+                    reason,
+                },
+                other => other,
+            })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(Enqueued {
+                id: row.try_get("id")?,
+                partition: row.try_get("partition")?,
+                duplicate: row.try_get("duplicate")?,
+            });
+        }
+        Ok((out, Wakeups::default()))
     }
 
     async fn insert_one(

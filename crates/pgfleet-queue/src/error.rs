@@ -14,6 +14,14 @@ pub enum QueueError {
         /// Why it was refused.
         reason: String,
     },
+    /// A field deep in a request was invalid (`jobs[3].depends_on`); nothing was written.
+    #[error("invalid {path}: {reason}")]
+    InvalidAt {
+        /// Where, as the API names it.
+        path: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// The job does not exist (or no longer exists).
     #[error("job {0} not found")]
     NotFound(i64),
@@ -27,6 +35,10 @@ pub enum QueueError {
         /// What was attempted.
         action: &'static str,
     },
+    /// The worker no longer holds the job's attempt (its lease expired and it was rescued,
+    /// or it was cancelled): whatever the handler wrote with it must roll back.
+    #[error("job {0} is no longer held by this worker")]
+    LeaseLost(i64),
     /// The install-time partition count differs from the one requested.
     #[error("partition count is fixed at install to {installed}; {requested} was requested")]
     PartitionCountMismatch {
@@ -58,12 +70,43 @@ impl QueueError {
         }
     }
 
+    /// Shorthand for [`QueueError::InvalidAt`].
+    pub fn invalid_at(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        QueueError::InvalidAt {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A database error, or — when it is a refusal raised by pgfleet's SQL functions
+    /// (`pgfleet.enqueue` and friends: SQLSTATE 22023, the field's path as DETAIL) —
+    /// [`QueueError::InvalidAt`] naming the field.
+    pub fn from_sql(e: sqlx::Error) -> Self {
+        if let Some(db) = e
+            .as_database_error()
+            .and_then(|d| d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+        {
+            if db.code() == "22023" {
+                if let Some(rest) = db.message().strip_prefix("pgfleet.enqueue: ") {
+                    let path = db.detail().unwrap_or("").to_owned();
+                    let reason = rest
+                        .strip_prefix(&format!("{path}: "))
+                        .unwrap_or(rest)
+                        .to_owned();
+                    return QueueError::InvalidAt { path, reason };
+                }
+            }
+        }
+        QueueError::Database(e)
+    }
+
     /// A short, bounded label for metrics (`invalid`, `not_found`, `database`, ...).
     pub fn metric_label(&self) -> &'static str {
         match self {
-            QueueError::Invalid { .. } => "invalid",
+            QueueError::Invalid { .. } | QueueError::InvalidAt { .. } => "invalid",
             QueueError::NotFound(_) => "not_found",
             QueueError::WrongState { .. } => "wrong_state",
+            QueueError::LeaseLost(_) => "lease_lost",
             QueueError::PartitionCountMismatch { .. } => "partition_count",
             QueueError::NotMigrated => "not_migrated",
             QueueError::Migrate(_) => "migrate",

@@ -96,6 +96,8 @@ pub struct Finished {
     pub outcome: Outcome,
     /// When the worker saw it happen (recorded in the error history).
     pub at: DateTime<Utc>,
+    /// What the handler returned, kept with a completed job (see [`crate::output`]).
+    pub output: Option<Value>,
 }
 
 impl Finished {
@@ -106,7 +108,14 @@ impl Finished {
             attempt,
             outcome,
             at: Utc::now(),
+            output: None,
         }
+    }
+
+    /// Keeps `output` with the job when the outcome is a completion.
+    pub fn with_output(mut self, output: Option<Value>) -> Self {
+        self.output = output;
+        self
     }
 }
 
@@ -130,6 +139,34 @@ WITH moved AS (
 )
 "#,
     insert_finished_from!(),
+    " moved"
+);
+
+/// Completions that carry an output: the same move, joined with the outputs.
+const COMPLETE_OUTPUT_SQL: &str = concat!(
+    r#"
+WITH o AS MATERIALIZED (
+    SELECT * FROM unnest($1::bigint[], $3::jsonb[]) AS o(id, output)
+), moved AS (
+    DELETE FROM pgfleet.jobs j USING o
+    WHERE j.id = ANY($1::bigint[]) AND j.id = o.id AND j.state = 'running' AND j.attempted_by = $2
+    RETURNING j.*, 'completed' AS final_state, NULL::jsonb AS final_error, o.output AS final_output
+)
+"#,
+    insert_finished_from!(output),
+    " moved"
+);
+
+/// A completion inside the handler's own transaction, fenced on the exact attempt.
+const COMPLETE_IN_SQL: &str = concat!(
+    r#"
+WITH moved AS (
+    DELETE FROM pgfleet.jobs j
+    WHERE j.id = $1 AND j.attempt = $2 AND j.attempted_by = $3 AND j.state = 'running'
+    RETURNING j.*, 'completed' AS final_state, NULL::jsonb AS final_error, $4::jsonb AS final_output
+)
+"#,
+    insert_finished_from!(output),
     " moved"
 );
 
@@ -186,9 +223,14 @@ impl Queue {
         }
         let completed: Vec<i64> = batch
             .iter()
-            .filter(|f| f.outcome == Outcome::Completed)
+            .filter(|f| f.outcome == Outcome::Completed && f.output.is_none())
             .map(|f| f.id)
             .collect();
+        let (with_output, outputs): (Vec<i64>, Vec<&Value>) = batch
+            .iter()
+            .filter(|f| f.outcome == Outcome::Completed)
+            .filter_map(|f| f.output.as_ref().map(|o| (f.id, o)))
+            .unzip();
         let others: Vec<&Finished> = batch
             .iter()
             .filter(|f| f.outcome != Outcome::Completed)
@@ -199,6 +241,16 @@ impl Queue {
                 .persistent(false)
                 .bind(&completed)
                 .bind(worker_id)
+                .execute(self.pool())
+                .await?;
+            counts.finalized += done.rows_affected();
+        }
+        if !with_output.is_empty() {
+            let done = sqlx::query(COMPLETE_OUTPUT_SQL)
+                .persistent(false)
+                .bind(&with_output)
+                .bind(worker_id)
+                .bind(&outputs)
                 .execute(self.pool())
                 .await?;
             counts.finalized += done.rows_affected();
@@ -238,5 +290,42 @@ impl Queue {
             counts.requeued += row.try_get::<i64, _>("requeued")? as u64;
         }
         Ok(counts)
+    }
+
+    /// Completes attempt `attempt` of job `id`, held by `worker_id`, on `conn` — inside the
+    /// handler's own transaction, so the handler's writes and the completion commit
+    /// together (or neither does): a crash between them cannot run the effect twice.
+    /// `output` is kept with the job (checked by [`crate::output::check_output`]).
+    /// Dependents it releases are woken when the transaction commits.
+    ///
+    /// Call it last, just before committing: the job's row stays locked until then, which
+    /// holds back this worker's lease heartbeat.
+    ///
+    /// # Errors
+    /// [`crate::QueueError::LeaseLost`] when this worker no longer holds that attempt (it
+    /// was rescued or cancelled): roll back, the job runs elsewhere. [`crate::QueueError::Invalid`]
+    /// for a bad output. [`crate::QueueError::Database`].
+    pub async fn complete_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        worker_id: &str,
+        id: i64,
+        attempt: i32,
+        output: Option<&Value>,
+    ) -> Result<()> {
+        if let Some(o) = output {
+            crate::output::check_output(o)?;
+        }
+        let done = sqlx::query(COMPLETE_IN_SQL)
+            .bind(id)
+            .bind(attempt)
+            .bind(worker_id)
+            .bind(output)
+            .execute(conn)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(crate::QueueError::LeaseLost(id));
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Job types: the state machine, a validated new job, and a job as stored.
 //!
 //! State machine (see ARCHITECTURE.md):
+//! `blocked` (waiting for dependencies) → (last dependency finished) → `available`;
 //! `available` → (claim) → `running` → `completed` | `retryable` (backoff) | `discarded`
 //! (attempts exhausted or permanent error) | `cancelled`; `retryable` → (run_at reached,
 //! claimed) → `running`; a running job whose lease expires is rescued back to `retryable`.
@@ -20,6 +21,8 @@ use crate::error::{QueueError, Result};
 #[sqlx(type_name = "pgfleet.job_state", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
+    /// Waiting for its dependencies to finish (never claimed; not backlog).
+    Blocked,
     /// Waiting to run (at or after `run_at`).
     Available,
     /// Claimed by a worker and holding a lease.
@@ -36,7 +39,8 @@ pub enum JobState {
 
 impl JobState {
     /// Every state, in life order.
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
+        JobState::Blocked,
         JobState::Available,
         JobState::Running,
         JobState::Retryable,
@@ -48,6 +52,7 @@ impl JobState {
     /// The lowercase name used in SQL, JSON and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Blocked => "blocked",
             JobState::Available => "available",
             JobState::Running => "running",
             JobState::Retryable => "retryable",
@@ -83,8 +88,8 @@ impl FromStr for JobState {
                 QueueError::invalid(
                     "state",
                     format!(
-                        "unknown state {s:?}; expected one of available, running, retryable, \
-                         completed, discarded, cancelled"
+                        "unknown state {s:?}; expected one of blocked, available, running, \
+                         retryable, completed, discarded, cancelled"
                     ),
                 )
             })
@@ -108,11 +113,12 @@ fn check_name(field: &'static str, s: &str) -> Result<()> {
     Ok(())
 }
 
-const NUL_REASON: &str = "holds a NUL character (\\u0000), which PostgreSQL cannot store";
+pub(crate) const NUL_REASON: &str =
+    "holds a NUL character (\\u0000), which PostgreSQL cannot store";
 
 /// Where a JSON value holds a NUL character in a string or a key (`a.b[2]`, `.` for the
 /// value itself), if anywhere.
-fn nul_in(v: &Value) -> Option<String> {
+pub(crate) fn nul_in(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if s.contains('\0') => Some(".".to_owned()),
         Value::Array(items) => items
@@ -179,6 +185,50 @@ pub struct NewJob {
     pub unique_key: Option<String>,
     /// Free-form metadata (trace context lives here).
     pub metadata: Value,
+    /// Jobs that must finish first: the job is `blocked` until they have.
+    #[serde(default)]
+    pub depends_on: Vec<i64>,
+    /// What happens when a dependency is discarded or cancelled.
+    #[serde(default)]
+    pub on_dependency_failure: DependencyFailure,
+}
+
+/// What a job does when one of its dependencies is discarded or cancelled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "pgfleet.dependency_failure", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum DependencyFailure {
+    /// It is cancelled too (and so are its own dependents that cancel).
+    #[default]
+    Cancel,
+    /// It runs anyway, once every dependency has finished one way or another.
+    Run,
+}
+
+impl DependencyFailure {
+    /// The lowercase name used in SQL and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyFailure::Cancel => "cancel",
+            DependencyFailure::Run => "run",
+        }
+    }
+}
+
+impl FromStr for DependencyFailure {
+    type Err = QueueError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cancel" => Ok(Self::Cancel),
+            "run" => Ok(Self::Run),
+            _ => Err(QueueError::invalid(
+                "on_dependency_failure",
+                format!("unknown policy {s:?}; expected cancel or run"),
+            )),
+        }
+    }
 }
 
 impl NewJob {
@@ -194,7 +244,21 @@ impl NewJob {
             partition_key: None,
             unique_key: None,
             metadata: Value::Object(Default::default()),
+            depends_on: Vec::new(),
+            on_dependency_failure: DependencyFailure::Cancel,
         }
+    }
+
+    /// Makes the job wait for `ids` (it is `blocked` until each has finished).
+    pub fn depends_on(mut self, ids: impl IntoIterator<Item = i64>) -> Self {
+        self.depends_on.extend(ids);
+        self
+    }
+
+    /// Sets what happens when a dependency is discarded or cancelled.
+    pub fn on_dependency_failure(mut self, policy: DependencyFailure) -> Self {
+        self.on_dependency_failure = policy;
+        self
     }
 
     /// Sets the payload.
@@ -343,6 +407,18 @@ pub struct Job {
     #[serde(default)]
     #[sqlx(default)]
     pub partition_key: Option<String>,
+    /// The workflow (or batch) it belongs to.
+    #[serde(default)]
+    #[sqlx(default)]
+    pub workflow_id: Option<i64>,
+    /// The last progress its handler reported: `{"value", "message", "at"}`.
+    #[serde(default)]
+    #[sqlx(default)]
+    pub progress: Option<Value>,
+    /// What its handler returned on completion.
+    #[serde(default)]
+    #[sqlx(default)]
+    pub output: Option<Value>,
 }
 
 impl Job {
@@ -387,6 +463,9 @@ impl Job {
             created_at: row.try_get("created_at")?,
             finalized_at: row.try_get("finalized_at")?,
             partition_key: row.try_get("partition_key").unwrap_or_default(),
+            workflow_id: row.try_get("workflow_id").unwrap_or_default(),
+            progress: json("progress").ok().filter(|v| !v.is_null()),
+            output: json("output").ok().filter(|v| !v.is_null()),
         })
     }
 }
@@ -394,25 +473,39 @@ impl Job {
 /// The columns of [`Job`] as a select list over `pgfleet.jobs` (no `finalized_at`).
 pub(crate) const HOT_COLUMNS: &str = "id, queue, kind, partition, priority, state, payload, \
     metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, lease_until, errors, \
-    unique_key, created_at, NULL::timestamptz AS finalized_at, partition_key";
+    unique_key, created_at, NULL::timestamptz AS finalized_at, partition_key, workflow_id, \
+    progress, NULL::jsonb AS output";
 
 /// The columns of [`Job`] as a select list over `pgfleet.jobs_finished`.
 pub(crate) const FINISHED_COLUMNS: &str = "id, queue, kind, partition, priority, state, payload, \
     metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
-    NULL::timestamptz AS lease_until, errors, unique_key, created_at, finalized_at, partition_key";
+    NULL::timestamptz AS lease_until, errors, unique_key, created_at, finalized_at, partition_key, \
+    workflow_id, progress, output";
 
 /// SQL fragment: `INSERT INTO pgfleet.jobs_finished (...) SELECT ... FROM` a set of deleted
 /// `pgfleet.jobs` rows that also carries `final_state` and `final_error` (jsonb or NULL)
-/// columns. Used with `concat!` by every statement that finalizes jobs.
+/// columns — and, in the `output` form, `final_output`. Used with `concat!` by every
+/// statement that finalizes jobs.
 macro_rules! insert_finished_from {
     () => {
-        "INSERT INTO pgfleet.jobs_finished (id, queue, kind, partition, priority, state, \
-         payload, metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, errors, \
-         unique_key, created_at, partition_key) \
-         SELECT id, queue, kind, partition, priority, final_state::pgfleet.job_state, payload, \
-         metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
-         CASE WHEN final_error IS NULL THEN errors ELSE errors || jsonb_build_array(final_error) END, \
-         unique_key, created_at, partition_key FROM "
+        $crate::job::insert_finished_from!("NULL::jsonb")
+    };
+    (output) => {
+        $crate::job::insert_finished_from!("final_output")
+    };
+    ($output:literal) => {
+        concat!(
+            "INSERT INTO pgfleet.jobs_finished (id, queue, kind, partition, priority, state, \
+             payload, metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
+             errors, unique_key, created_at, partition_key, workflow_id, has_dependents, \
+             progress, output) \
+             SELECT id, queue, kind, partition, priority, final_state::pgfleet.job_state, \
+             payload, metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, \
+             CASE WHEN final_error IS NULL THEN errors ELSE errors || jsonb_build_array(final_error) END, \
+             unique_key, created_at, partition_key, workflow_id, has_dependents, progress, ",
+            $output,
+            " FROM "
+        )
     };
 }
 pub(crate) use insert_finished_from;

@@ -26,6 +26,7 @@ pub mod job;
 pub mod listener;
 pub mod migrate;
 pub mod notify;
+pub mod output;
 pub mod ownership;
 pub mod partition;
 pub mod rescue;
@@ -35,6 +36,7 @@ pub mod schedule;
 pub mod schema;
 pub mod serde_int;
 pub mod stats;
+pub mod workflow;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -43,7 +45,7 @@ use sqlx::PgPool;
 
 pub use args::{ArgsError, JobArgs, KindDefaults};
 pub use error::{QueueError, Result};
-pub use job::{Job, JobState, NewJob};
+pub use job::{DependencyFailure, Job, JobState, NewJob};
 pub use partition::PartitionCount;
 
 use notify::Notifier;

@@ -43,6 +43,8 @@ WITH doomed AS (
     DELETE FROM pgfleet.unique_keys u
     WHERE u.unique_key = ANY(ARRAY(SELECT unique_key FROM gone WHERE unique_key IS NOT NULL))
       AND u.job_id = ANY(ARRAY(SELECT id FROM gone))
+), edges AS (
+    DELETE FROM pgfleet.job_deps d WHERE d.job_id = ANY(ARRAY(SELECT id FROM gone))
 )
 SELECT count(*) FROM gone
 "#;
@@ -73,6 +75,18 @@ impl Queue {
             tx.commit().await?;
             total += n as u64;
             if n < batch {
+                // Workflows whose every job is gone.
+                sqlx::query(
+                    "DELETE FROM pgfleet.workflows w \
+                     WHERE w.created_at < now() - least($1, $2) * interval '1 millisecond' \
+                       AND NOT EXISTS (SELECT 1 FROM pgfleet.jobs j WHERE j.workflow_id = w.id) \
+                       AND NOT EXISTS (SELECT 1 FROM pgfleet.jobs_finished f \
+                                       WHERE f.workflow_id = w.id)",
+                )
+                .bind(retention.completed.as_millis() as f64)
+                .bind(retention.failed.as_millis() as f64)
+                .execute(self.pool())
+                .await?;
                 return Ok(total);
             }
         }

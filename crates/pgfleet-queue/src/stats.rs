@@ -24,6 +24,8 @@ pub struct Counts {
     pub retryable: i64,
     /// Held by workers.
     pub running: i64,
+    /// Waiting for dependencies (not backlog).
+    pub blocked: i64,
     /// Completed in the last 60 s.
     pub completed_last_minute: i64,
     /// Discarded in the last 60 s.
@@ -48,6 +50,7 @@ impl Counts {
         self.scheduled += o.scheduled;
         self.retryable += o.retryable;
         self.running += o.running;
+        self.blocked += o.blocked;
         self.completed_last_minute += o.completed_last_minute;
         self.discarded_last_minute += o.discarded_last_minute;
         self.oldest_available_age_secs = self
@@ -75,6 +78,7 @@ SELECT queue, partition,
        count(*) FILTER (WHERE state = 'available' AND run_at > now()) AS scheduled,
        count(*) FILTER (WHERE state = 'retryable' AND run_at > now()) AS retryable,
        count(*) FILTER (WHERE state = 'running') AS running,
+       count(*) FILTER (WHERE state = 'blocked') AS blocked,
        coalesce(extract(epoch FROM now() - min(run_at)
            FILTER (WHERE state IN ('available', 'retryable') AND run_at <= now())), 0)::float8 AS oldest
 FROM pgfleet.jobs GROUP BY queue, partition
@@ -138,6 +142,7 @@ impl Queue {
                 scheduled: row.try_get("scheduled")?,
                 retryable: row.try_get("retryable")?,
                 running: row.try_get("running")?,
+                blocked: row.try_get("blocked")?,
                 oldest_available_age_secs: row.try_get("oldest")?,
                 ..Default::default()
             };

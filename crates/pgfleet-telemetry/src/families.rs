@@ -162,6 +162,7 @@ impl QueueGauges {
                     ("scheduled", c.scheduled),
                     ("retryable", c.retryable),
                     ("running", c.running),
+                    ("blocked", c.blocked),
                 ] {
                     self.depth.with_label_values(&[queue, &p, state]).add(n);
                 }

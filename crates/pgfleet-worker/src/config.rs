@@ -58,6 +58,8 @@ pub struct WorkerConfig {
     pub rescue_interval: Duration,
     /// How often the worker looks for due periodic jobs (with `maintenance`).
     pub schedule_interval: Duration,
+    /// How often handlers' progress reports are written (one statement for all).
+    pub progress_interval: Duration,
     /// Retention of finished jobs.
     pub retention: Retention,
     /// Retry backoff.
@@ -100,6 +102,7 @@ impl WorkerConfig {
             maintenance: true,
             rescue_interval: Duration::from_secs(5),
             schedule_interval: Duration::from_millis(500),
+            progress_interval: Duration::from_secs(1),
             retention: Retention::default(),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(25),

@@ -423,6 +423,9 @@ mod tests {
             created_at: chrono::Utc::now(),
             finalized_at: None,
             partition_key: None,
+            workflow_id: None,
+            progress: None,
+            output: None,
         }
     }
 

@@ -6,11 +6,15 @@
 //! attempt. A panicking handler fails its job (retried like an error), never the worker.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use pgfleet_queue::Job;
+use pgfleet_queue::output::{DependencyResult, Progress};
+use pgfleet_queue::{Job, Queue, QueueError};
+use serde_json::Value;
+use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 /// What the runtime should do with a failed attempt.
@@ -71,13 +75,110 @@ impl JobError {
     }
 }
 
-/// What a handler gets besides the job.
+/// What a handler gets besides the job: its cancellation, and the ways to report
+/// progress, return an output, read its dependencies' outputs and complete inside its own
+/// transaction.
 #[derive(Debug, Clone)]
 pub struct JobContext {
     /// Cancelled when an operator cancels the job or the worker's grace period ends.
     pub cancel: CancellationToken,
     /// The worker's id.
     pub worker_id: Arc<str>,
+    pub(crate) link: Arc<JobLink>,
+}
+
+/// Latest progress report per running job (id → attempt, report), drained by the worker's
+/// progress flush.
+pub(crate) type ProgressBoard = Arc<Mutex<HashMap<i64, (i32, Progress)>>>;
+
+/// A running attempt's connection to its worker.
+pub(crate) struct JobLink {
+    pub(crate) queue: Queue,
+    pub(crate) id: i64,
+    pub(crate) attempt: i32,
+    pub(crate) progress: ProgressBoard,
+    pub(crate) output: Mutex<Option<Value>>,
+    pub(crate) completed_in_tx: AtomicBool,
+}
+
+impl std::fmt::Debug for JobLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobLink")
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobContext {
+    /// Reports progress: a number (a percentage, a count) and a short message. Cheap to call
+    /// as often as you like: the worker writes the latest report of each running job at most
+    /// once a second, all jobs in one statement.
+    ///
+    /// # Errors
+    /// [`QueueError::Invalid`] for a value that is not finite or a message over 256
+    /// characters.
+    pub fn progress(&self, value: f64, message: Option<&str>) -> Result<(), QueueError> {
+        let report = Progress::new(value, message)?;
+        if let Ok(mut board) = self.link.progress.lock() {
+            board.insert(self.link.id, (self.link.attempt, report));
+        }
+        Ok(())
+    }
+
+    /// Sets the output kept with the job when it completes (JSON, at most 64 KiB as text);
+    /// the API shows it and the jobs that depend on this one read it.
+    ///
+    /// # Errors
+    /// [`QueueError::Invalid`] naming `output` when it is too large or holds NUL; nothing
+    /// is kept.
+    pub fn set_output(&self, output: Value) -> Result<(), QueueError> {
+        pgfleet_queue::output::check_output(&output)?;
+        if let Ok(mut slot) = self.link.output.lock() {
+            *slot = Some(output);
+        }
+        Ok(())
+    }
+
+    /// The jobs this one depends on, with their states and outputs.
+    ///
+    /// # Errors
+    /// [`QueueError::Database`].
+    pub async fn dependencies(&self) -> Result<Vec<DependencyResult>, QueueError> {
+        self.link.queue.dependencies(self.link.id).await
+    }
+
+    /// Completes this attempt on `conn` — the handler's own transaction — so its writes and
+    /// the completion commit together (River's `JobCompleteTx`): a crash between them
+    /// cannot run the effect twice. Call it last, then commit, then return `Ok(())`. The
+    /// output set with [`JobContext::set_output`] (or `output`, which wins) is kept.
+    ///
+    /// # Errors
+    /// [`QueueError::LeaseLost`] when this worker no longer holds the attempt (roll back:
+    /// the job runs elsewhere); [`QueueError::Invalid`] for a bad output;
+    /// [`QueueError::Database`].
+    pub async fn complete_in(
+        &self,
+        conn: &mut PgConnection,
+        output: Option<Value>,
+    ) -> Result<(), QueueError> {
+        let output = match output {
+            Some(o) => Some(o),
+            None => self.link.output.lock().ok().and_then(|o| o.clone()),
+        };
+        self.link
+            .queue
+            .complete_in(
+                conn,
+                &self.worker_id,
+                self.link.id,
+                self.link.attempt,
+                output.as_ref(),
+            )
+            .await?;
+        self.link.completed_in_tx.store(true, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// A handler function.

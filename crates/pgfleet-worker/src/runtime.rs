@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
-use crate::handler::{Disposition, JobContext, Registry};
+use crate::handler::{Disposition, JobContext, JobLink, ProgressBoard, Registry};
 use crate::health::Readiness;
 use crate::membership::Membership;
 use crate::metrics::ClaimMetrics;
@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     pub(crate) claims: Arc<ClaimMetrics>,
     /// The job lifecycle families in `metrics`.
     pub(crate) jobs: Arc<JobMetrics>,
+    /// Progress reported by running handlers, not yet written.
+    pub(crate) progress: ProgressBoard,
 }
 
 impl Shared {
@@ -186,6 +188,7 @@ impl Worker {
             ready: Readiness::default(),
             claims: metrics.component(),
             jobs: metrics.jobs(),
+            progress: Default::default(),
             metrics,
             queue,
             config,
@@ -321,6 +324,7 @@ impl Background {
             None
         };
         tasks.push(tokio::spawn(heartbeat_loop(shared.clone(), stop.clone())));
+        tasks.push(tokio::spawn(progress_loop(shared.clone(), stop.clone())));
         if cfg.maintenance {
             tasks.push(tokio::spawn(maintenance_loop(shared.clone(), stop.clone())));
             tasks.push(tokio::spawn(schedule_loop(shared.clone(), stop.clone())));
@@ -425,7 +429,18 @@ pub(crate) fn start_job(
         let (id, attempt) = (job.id, job.attempt);
         let (queue, kind) = (job.queue.clone(), job.kind.clone());
         let began = std::time::Instant::now();
-        let outcome = execute(&shared, job, cancel, &reason).await;
+        let link = Arc::new(JobLink {
+            queue: shared.queue.clone(),
+            id,
+            attempt,
+            progress: shared.progress.clone(),
+            output: std::sync::Mutex::new(None),
+            completed_in_tx: AtomicBool::new(false),
+        });
+        let outcome = execute(&shared, job, cancel, &reason, link.clone()).await;
+        if let Ok(mut board) = shared.progress.lock() {
+            board.remove(&id);
+        }
         shared
             .busy_nanos
             .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -441,7 +456,17 @@ pub(crate) fn start_job(
         }
         if let Some(outcome) = outcome {
             count(&shared.stats, &outcome);
-            let _ = completer.send(Finished::new(id, attempt, outcome)).await;
+            // A completion the handler committed in its own transaction is already written.
+            let done_in_tx =
+                outcome == Outcome::Completed && link.completed_in_tx.load(Ordering::Relaxed);
+            if !done_in_tx {
+                let output = match outcome {
+                    Outcome::Completed => link.output.lock().ok().and_then(|mut o| o.take()),
+                    _ => None,
+                };
+                let finished = Finished::new(id, attempt, outcome).with_output(output);
+                let _ = completer.send(finished).await;
+            }
         }
         shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         drop(permit);
@@ -456,6 +481,7 @@ async fn execute(
     job: Job,
     cancel: CancellationToken,
     reason: &AtomicU8,
+    link: Arc<JobLink>,
 ) -> Option<Outcome> {
     let (attempt, max_attempts) = (job.attempt, job.max_attempts);
     let backoff = &shared.config.backoff;
@@ -476,6 +502,7 @@ async fn execute(
     let ctx = JobContext {
         cancel: cancel.clone(),
         worker_id: shared.worker_id.clone(),
+        link,
     };
     let timeout = reg.timeout;
     let run = AssertUnwindSafe((reg.handler)(job, ctx)).catch_unwind();
@@ -620,6 +647,28 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+        }
+    }
+}
+
+/// Writes the handlers' latest progress reports, all jobs in one statement, at most once
+/// per `progress_interval`.
+async fn progress_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.progress_interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        let reports: Vec<_> = match shared.progress.lock() {
+            Ok(mut board) => board.drain().map(|(id, (a, p))| (id, a, p)).collect(),
+            Err(_) => continue,
+        };
+        if let Err(e) = shared
+            .queue
+            .record_progress(&shared.worker_id, &reports)
+            .await
+        {
+            tracing::warn!(error = %e, "progress write failed");
         }
     }
 }

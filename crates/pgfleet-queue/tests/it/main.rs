@@ -12,6 +12,7 @@ mod ownership;
 mod properties;
 mod rescue;
 mod schedule;
+mod workflow;
 
 use std::time::Duration;
 

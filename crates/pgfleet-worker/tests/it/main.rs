@@ -6,6 +6,7 @@ mod fleet;
 mod flow;
 mod lifecycle;
 mod typed;
+mod workflow;
 
 use std::time::Duration;
 
