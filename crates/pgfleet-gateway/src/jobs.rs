@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use pgfleet_queue::admin::JobFilter;
-use pgfleet_queue::{Job, JobState, NewJob};
+use pgfleet_queue::workflow::Dep;
+use pgfleet_queue::{DependencyFailure, Job, JobState, NewJob};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -49,6 +50,20 @@ pub struct CreateJob {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 512)]
     pub unique_key: Option<String>,
+    /// Jobs this one waits for (it is `blocked` until each has finished): ids of existing
+    /// jobs — and, inside a workflow, the keys of its other jobs.
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    pub depends_on: Vec<Dep>,
+    /// When a dependency is discarded or cancelled: `cancel` this job too (default), or
+    /// `run` it anyway.
+    #[serde(default)]
+    pub on_dependency_failure: Option<DependencyFailure>,
+    /// Its name inside a workflow (1 to 128 characters), which other jobs of the workflow
+    /// list in `depends_on`; only inside a workflow.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
+    pub key: Option<String>,
 }
 
 fn default_queue() -> String {
@@ -60,6 +75,15 @@ fn empty_object() -> Value {
 }
 
 impl CreateJob {
+    /// The job, its workflow key and its dependencies (ids and keys, as given).
+    pub(crate) fn into_parts(mut self) -> (Option<String>, NewJob, Vec<Dep>) {
+        let key = self.key.take();
+        let deps = std::mem::take(&mut self.depends_on);
+        let policy = self.on_dependency_failure.unwrap_or_default();
+        let job = self.into_new_job().on_dependency_failure(policy);
+        (key, job, deps)
+    }
+
     fn into_new_job(self) -> NewJob {
         let mut j = NewJob::new(self.queue, self.kind).payload(self.payload);
         if let Some(p) = self.priority {
@@ -100,7 +124,7 @@ pub struct JobDto {
     pub partition: i16,
     /// Priority (0 highest).
     pub priority: i16,
-    /// available, running, retryable, completed, discarded, cancelled.
+    /// blocked, available, running, retryable, completed, discarded, cancelled.
     pub state: String,
     /// Payload.
     #[schema(value_type = crate::openapi::JsonValue)]
@@ -120,6 +144,17 @@ pub struct JobDto {
     pub created_at: DateTime<Utc>,
     /// Reached its final state.
     pub finalized_at: Option<DateTime<Utc>>,
+    /// The workflow or batch it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<i64>,
+    /// The last progress its handler reported: `{value, message, at}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<Value>,
+    /// What its handler returned on completion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::openapi::JsonValue>)]
+    pub output: Option<Value>,
     /// True when a job with the same unique key already existed (create only).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
@@ -142,6 +177,9 @@ impl From<Job> for JobDto {
             unique_key: j.unique_key,
             created_at: j.created_at,
             finalized_at: j.finalized_at,
+            workflow_id: j.workflow_id,
+            progress: j.progress,
+            output: j.output,
             duplicate: false,
         }
     }
@@ -164,7 +202,7 @@ pub struct ListParams {
     /// Only this kind.
     pub kind: Option<String>,
     /// Only this state.
-    #[param(value_type = Option<String>, pattern = "^(available|running|retryable|completed|discarded|cancelled)$")]
+    #[param(value_type = Option<String>, pattern = "^(blocked|available|running|retryable|completed|discarded|cancelled)$")]
     pub state: Option<String>,
     /// Ids after this one (keyset pagination).
     pub after: Option<i64>,
@@ -174,8 +212,36 @@ pub struct ListParams {
 }
 
 fn to_new_jobs(jobs: Vec<CreateJob>) -> Result<Vec<NewJob>, ApiError> {
-    let new: Vec<NewJob> = jobs.into_iter().map(CreateJob::into_new_job).collect();
-    let many = new.len() > 1;
+    let many = jobs.len() > 1;
+    let at = |i: usize, field: &str| {
+        if many {
+            format!("jobs[{i}].{field}")
+        } else {
+            field.to_owned()
+        }
+    };
+    let mut new = Vec::with_capacity(jobs.len());
+    for (i, j) in jobs.into_iter().enumerate() {
+        let (key, mut job, deps) = j.into_parts();
+        if key.is_some() {
+            return Err(ApiError::invalid(
+                at(i, "key"),
+                "names a job inside a workflow only (POST /v1/workflows)",
+            ));
+        }
+        for (d, dep) in deps.into_iter().enumerate() {
+            match dep {
+                Dep::Job(id) => job.depends_on.push(id),
+                Dep::Key(_) => {
+                    return Err(ApiError::invalid(
+                        at(i, &format!("depends_on[{d}]")),
+                        "must be a job id (keys name jobs inside a workflow)",
+                    ))
+                }
+            }
+        }
+        new.push(job);
+    }
     for (i, j) in new.iter().enumerate() {
         j.validate().map_err(|e| match e {
             pgfleet_queue::QueueError::Invalid { field, reason } if many => {
@@ -326,4 +392,40 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state.queue.delete_job(id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The jobs a job depends on, with their states and outputs.
+#[utoipa::path(get, path = "/v1/jobs/{id}/dependencies", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<DependencyDto>), (status = 404, body = Problem)))]
+pub async fn dependencies(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    _auth: Authed<READ>,
+) -> Result<Json<Vec<DependencyDto>>, ApiError> {
+    state.queue.get_job(id).await?;
+    let deps = state.queue.dependencies(id).await?;
+    Ok(Json(
+        deps.into_iter()
+            .map(|d| DependencyDto {
+                id: d.id,
+                kind: d.kind,
+                state: d.state.to_string(),
+                output: d.output,
+            })
+            .collect(),
+    ))
+}
+
+/// A dependency of a job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DependencyDto {
+    /// Its id.
+    pub id: i64,
+    /// Its kind.
+    pub kind: String,
+    /// Its state.
+    pub state: String,
+    /// Its output, once completed with one.
+    #[schema(value_type = Option<crate::openapi::JsonValue>)]
+    pub output: Option<Value>,
 }

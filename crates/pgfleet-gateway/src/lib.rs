@@ -24,6 +24,7 @@ pub mod schedules;
 pub mod tasks;
 pub mod ui;
 pub mod webhooks;
+pub mod workflows;
 
 use std::sync::Arc;
 
@@ -253,6 +254,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/dependencies", get(jobs::dependencies))
+        .route("/v1/workflows", post(workflows::create))
+        .route("/v1/workflows/{id}", get(workflows::get))
+        .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
+        .route("/v1/batches", post(workflows::create_batch))
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))

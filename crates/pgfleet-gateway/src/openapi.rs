@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::OpenApi;
 
-use crate::{jobs, messages, problem, push, queues, schedules, tasks, webhooks};
+use crate::{jobs, messages, problem, push, queues, schedules, tasks, webhooks, workflows};
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
@@ -25,6 +25,8 @@ use crate::{jobs, messages, problem, push, queues, schedules, tasks, webhooks};
         queues::workers, queues::partitions,
         schedules::list, schedules::get, schedules::put, schedules::pause, schedules::resume,
         schedules::delete,
+        jobs::dependencies, workflows::create, workflows::create_batch, workflows::get,
+        workflows::cancel,
         queues::start, queues::stop, tasks::create, tasks::list, crate::healthz, crate::readyz,
         push::subscribe, push::list_subscriptions, push::get_subscription, push::delete_subscription,
         push::notify, push::list_notifications, push::get_notification, push::attempts,

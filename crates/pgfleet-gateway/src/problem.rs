@@ -159,8 +159,11 @@ impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         match e {
             QueueError::Invalid { field, reason } => ApiError::invalid(field, reason),
+            QueueError::InvalidAt { path, reason } => ApiError::invalid(path, reason),
             QueueError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
-            QueueError::WrongState { .. } => ApiError::Conflict(e.to_string()),
+            QueueError::WrongState { .. } | QueueError::LeaseLost(_) => {
+                ApiError::Conflict(e.to_string())
+            }
             other => ApiError::Unavailable(other.to_string()),
         }
     }

@@ -22,6 +22,13 @@ pub struct EnqueueArgs {
     /// Enqueue this many copies (one statement per 10,000).
     #[arg(long, default_value_t = 1)]
     count: usize,
+    /// Wait for these jobs (ids, comma-separated or repeated): the job is blocked until
+    /// each has finished.
+    #[arg(long, value_delimiter = ',')]
+    depends_on: Vec<i64>,
+    /// When a dependency is discarded or cancelled: cancel this job too, or run it anyway.
+    #[arg(long, default_value = "cancel", value_parser = ["cancel", "run"])]
+    on_dependency_failure: String,
 }
 
 /// The flags that describe a job, shared by `pgfleet enqueue` and `pgfleet schedule put`.
@@ -66,6 +73,8 @@ impl JobFlags {
 pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
     let mut job = args.job.job(&args.kind)?;
     job.unique_key = args.unique_key.clone();
+    job.depends_on = args.depends_on.clone();
+    job.on_dependency_failure = args.on_dependency_failure.parse()?;
     if let Some(d) = args.delay_secs {
         job.run_at = Some(chrono::Utc::now() + chrono::Duration::seconds(d as i64));
     }

@@ -19,6 +19,7 @@ mod schedule;
 mod status;
 mod tools;
 mod worker;
+mod workflow;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +52,8 @@ enum Command {
     Schedule(schedule::ScheduleArgs),
     /// A queue's flow control: concurrency and rate limits, fairness.
     Queue(queues::QueueArgs),
+    /// Workflows: create from a file, show, cancel.
+    Workflow(workflow::WorkflowArgs),
     /// Measure throughput and latency against a baseline measured in the same run
     /// (runs pgfleet-tools).
     #[command(disable_help_flag = true)]
@@ -119,6 +122,7 @@ async fn main() -> std::process::ExitCode {
         Command::Status(a) => status::run(a).await,
         Command::Schedule(a) => schedule::run(a).await,
         Command::Queue(a) => queues::run(a).await,
+        Command::Workflow(a) => workflow::run(a).await,
         Command::Bench(a) => tools::run("bench", a),
         Command::Loadsim(a) => tools::run("loadsim", a),
         Command::Vapid(a) => delivery::run(a),

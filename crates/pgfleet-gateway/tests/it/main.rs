@@ -11,6 +11,7 @@ mod push;
 mod schedules;
 mod tracing;
 mod webhooks;
+mod workflows;
 
 use pgfleet_app::{App, AppConfig, Kinds};
 use pgfleet_gateway::config::{ApiKey, Scope};
