@@ -42,6 +42,9 @@ pub enum Suite {
     /// Flow control: per-key limit and fairness over 1,000 keys against unlimited, and a
     /// one-job tenant's start latency beside another tenant's burst.
     Flow,
+    /// Workflows: chains of 5 and fan-outs of 100 against independent jobs, and the
+    /// burn-down of ready jobs beside a backlog of blocked ones.
+    Workflow,
 }
 
 /// `pgfleet bench`.
@@ -106,6 +109,12 @@ pub struct BenchArgs {
     /// Runs of the flow suite's fairness phase (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub fair_runs: usize,
+    /// Runs of each workflow-suite phase (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub workflow_runs: usize,
+    /// Blocked jobs beside the workflow suite's last burn-down.
+    #[arg(long, default_value_t = 100_000)]
+    pub blocked: usize,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -146,6 +155,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Suite::Queue => bench(&args, options, &db_url).await,
         Suite::Fleet => crate::bench_fleet::bench_fleet(&args, options, &db_url).await,
         Suite::Flow => crate::bench_flow::bench_flow(&args, options, &db_url).await,
+        Suite::Workflow => crate::bench_workflow::bench_workflow(&args, options, &db_url).await,
         Suite::Ingest => bench_ingest(&args, options).await,
         Suite::Push => crate::bench_push::bench_push(&args, options).await,
         Suite::LongTx => crate::bench_long_tx::bench_long_tx(&args, options).await,
@@ -169,6 +179,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::bench_fleet::print_fleet(&report);
     } else if args.suite == Suite::Flow {
         crate::bench_flow::print_flow(&report);
+    } else if args.suite == Suite::Workflow {
+        crate::bench_workflow::print_workflow(&report);
     } else {
         print_table(&report);
     }

@@ -11,6 +11,7 @@ mod bench_fleet;
 mod bench_flow;
 mod bench_long_tx;
 mod bench_push;
+mod bench_workflow;
 mod chaos;
 mod faker;
 mod loadsim;
