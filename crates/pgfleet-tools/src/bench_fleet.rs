@@ -216,6 +216,65 @@ async fn single_job_ceiling(
     Ok(rate)
 }
 
+/// `k` worker processes of the bench pool serving one queue, with their logs in a temporary
+/// directory: what the flow and workflow suites run against.
+pub(crate) struct QueueWorkers {
+    procs: Vec<WorkerProc>,
+    logs: PathBuf,
+}
+
+impl QueueWorkers {
+    /// Starts them (named `tag` in their log directory) and waits until all are registered.
+    pub(crate) async fn start(
+        pool: &PgPool,
+        url: &str,
+        queue: &str,
+        k: usize,
+        slots: usize,
+        tag: &str,
+    ) -> anyhow::Result<Self> {
+        let logs = std::env::temp_dir().join(format!("pgfleet-bench-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&logs)?;
+        let mut procs = Vec::new();
+        for i in 0..k {
+            procs.push(WorkerProc::spawn_on(
+                url,
+                queue,
+                slots,
+                logs.join(format!("w{i}.log")),
+            )?);
+        }
+        wait_registered(pool, k).await?;
+        Ok(Self { procs, logs })
+    }
+
+    /// Stops them (SIGTERM, waiting) and removes the logs.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let procs = self.procs;
+        tokio::task::spawn_blocking(move || procs.into_iter().for_each(WorkerProc::stop)).await?;
+        let _ = std::fs::remove_dir_all(&self.logs);
+        Ok(())
+    }
+}
+
+/// Polls `left` every 5 ms until it answers false (nothing left to run), for at most 10
+/// minutes.
+pub(crate) async fn wait_until_drained<F, Fut>(mut left: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let start = Instant::now();
+    while left().await? {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "the queue did not drain within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
 /// Waits until `n` workers of the bench pool are registered and live.
 pub(crate) async fn wait_registered(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -20,7 +20,7 @@ use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::bench::{progress, round2, BenchArgs};
-use crate::bench_fleet::{wait_registered, WorkerProc};
+use crate::bench_fleet::{wait_until_drained, QueueWorkers};
 use pgfleet_app::database::connect_pool;
 
 /// The queue every phase uses.
@@ -41,22 +41,13 @@ pub async fn bench_flow(
     let pool = connect_pool(options, 8).await?;
     pgfleet_queue::migrate::migrate(&pool, None).await?;
     let queue = Queue::new(pool.clone()).await?;
-    let logs = std::env::temp_dir().join(format!("pgfleet-bench-flow-{}", std::process::id()));
-    std::fs::create_dir_all(&logs)?;
     let k = args.flow_processes.max(1);
     queue.pause_queue(QUEUE).await?;
-    let mut procs = Vec::new();
-    for i in 0..k {
-        let log = logs.join(format!("w{i}.log"));
-        procs.push(WorkerProc::spawn_on(url, QUEUE, args.slots, log)?);
-    }
-    wait_registered(&pool, k).await?;
+    let workers = QueueWorkers::start(&pool, url, QUEUE, k, args.slots, "flow").await?;
     let result = phases(args, &queue, k).await;
-    let stop = tokio::task::spawn_blocking(move || procs.into_iter().for_each(WorkerProc::stop));
-    stop.await?;
+    workers.stop().await?;
     queue.close().await;
     pool.close().await;
-    let _ = std::fs::remove_dir_all(&logs);
     result
 }
 
@@ -202,25 +193,17 @@ async fn tenant_burst(queue: &Queue, t: usize, with_b: bool) -> anyhow::Result<(
 
 /// Waits until the queue (or one key of it) has no unfinished job.
 async fn wait_empty(queue: &Queue, key: Option<&str>) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        let left: bool = sqlx::query_scalar(
+    wait_until_drained(|| async {
+        Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pgfleet.jobs WHERE queue = $1 \
              AND ($2::text IS NULL OR partition_key = $2))",
         )
         .bind(QUEUE)
         .bind(key)
         .fetch_one(queue.pool())
-        .await?;
-        if !left {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(600),
-            "the queue did not drain within 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        .await?)
+    })
+    .await
 }
 
 /// The flow suite as text.

@@ -11,7 +11,7 @@
 //!    queue that wait for a job of a paused queue: the ready jobs' burn-down as a ratio of
 //!    phase 1's (target ≥ 0.9: blocked jobs are not in the claim index).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pgfleet_queue::workflow::{NewWorkflow, WorkflowJob};
 use pgfleet_queue::{NewJob, Queue};
@@ -19,7 +19,7 @@ use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::bench::{progress, BenchArgs};
-use crate::bench_fleet::{wait_registered, WorkerProc};
+use crate::bench_fleet::{wait_until_drained, QueueWorkers};
 use pgfleet_app::database::connect_pool;
 
 /// The queue every phase uses.
@@ -37,22 +37,13 @@ pub async fn bench_workflow(
     let pool = connect_pool(options, 8).await?;
     pgfleet_queue::migrate::migrate(&pool, None).await?;
     let queue = Queue::new(pool.clone()).await?;
-    let logs = std::env::temp_dir().join(format!("pgfleet-bench-wf-{}", std::process::id()));
-    std::fs::create_dir_all(&logs)?;
     let k = args.flow_processes.max(1);
     queue.pause_queue(QUEUE).await?;
-    let mut procs = Vec::new();
-    for i in 0..k {
-        let log = logs.join(format!("w{i}.log"));
-        procs.push(WorkerProc::spawn_on(url, QUEUE, args.slots, log)?);
-    }
-    wait_registered(&pool, k).await?;
+    let workers = QueueWorkers::start(&pool, url, QUEUE, k, args.slots, "workflow").await?;
     let result = phases(args, &queue, k).await;
-    let stop = tokio::task::spawn_blocking(move || procs.into_iter().for_each(WorkerProc::stop));
-    stop.await?;
+    workers.stop().await?;
     queue.close().await;
     pool.close().await;
-    let _ = std::fs::remove_dir_all(&logs);
     result
 }
 
@@ -208,13 +199,12 @@ async fn add_blocked(queue: &Queue, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until the queue has no job left but blocked ones.
+/// Waits until the queue has no job left but blocked ones outside workflows. Index-backed
+/// questions only (claim index, lease index, workflow index): a poll that scanned the
+/// blocked backlog would slow the very burn-down it measures.
 async fn wait_drained(queue: &Queue) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        // Index-only questions (claim index, lease index, workflow index): a poll that
-        // scanned the blocked backlog would slow the very burn-down it measures.
-        let left: bool = sqlx::query_scalar(
+    wait_until_drained(|| async {
+        Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pgfleet.jobs WHERE queue = $1 \
                             AND state IN ('available', 'retryable')) \
                  OR EXISTS (SELECT 1 FROM pgfleet.jobs WHERE lease_until IS NOT NULL) \
@@ -222,16 +212,9 @@ async fn wait_drained(queue: &Queue) -> anyhow::Result<()> {
         )
         .bind(QUEUE)
         .fetch_one(queue.pool())
-        .await?;
-        if !left {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(600),
-            "the queue did not drain within 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        .await?)
+    })
+    .await
 }
 
 /// The workflow suite as text.

@@ -48,19 +48,28 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10}",
-        "QUEUE", "PAUSED", "AVAILABLE", "SCHEDULED", "RETRYING", "RUNNING", "DONE/S", "LAG(s)"
+        "{:<20} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "QUEUE",
+        "PAUSED",
+        "AVAILABLE",
+        "SCHEDULED",
+        "RETRYING",
+        "RUNNING",
+        "BLOCKED",
+        "DONE/S",
+        "LAG(s)"
     );
     for q in &stats {
         let t = &q.total;
         println!(
-            "{:<20} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9.1} {:>10.1}",
+            "{:<20} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9.1} {:>10.1}",
             q.queue,
             if q.paused { "yes" } else { "no" },
             t.available,
             t.scheduled,
             t.retryable,
             t.running,
+            t.blocked,
             t.completed_per_sec(),
             t.oldest_available_age_secs
         );

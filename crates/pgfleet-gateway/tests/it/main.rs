@@ -97,6 +97,31 @@ pub async fn problem(r: reqwest::Response, status: u16) -> serde_json::Value {
     v
 }
 
+/// Sends `body` as JSON with `method` to `path` with the API key `key`.
+pub async fn send_json(
+    g: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    g.http
+        .request(method, format!("{}{path}", g.base))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Rows in a table of the gateway's database.
+pub async fn rows(g: &Gateway, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&g.db.pool)
+        .await
+        .unwrap()
+}
+
 /// Signs and posts a webhook body.
 pub async fn post_webhook(g: &Gateway, source: &str, id: &str, body: &str) -> reqwest::Response {
     let ts = chrono::Utc::now().timestamp();

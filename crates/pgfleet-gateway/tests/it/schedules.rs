@@ -7,16 +7,10 @@ use std::time::Duration;
 use pgfleet_testkit::eventually;
 use serde_json::{json, Value};
 
-use crate::{problem, spawn_gateway, Gateway, ADMIN_KEY, READ_KEY};
+use crate::{problem, rows, send_json, spawn_gateway, Gateway, ADMIN_KEY, READ_KEY};
 
 async fn put(g: &Gateway, path: &str, key: &str, body: Value) -> reqwest::Response {
-    g.http
-        .put(format!("{}{path}", g.base))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    send_json(g, reqwest::Method::PUT, path, key, body).await
 }
 
 async fn get(g: &Gateway, path: &str) -> Value {
@@ -29,13 +23,6 @@ async fn get(g: &Gateway, path: &str) -> Value {
         .unwrap();
     assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
-}
-
-async fn rows(g: &Gateway, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&g.db.pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

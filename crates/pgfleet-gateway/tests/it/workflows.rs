@@ -4,23 +4,10 @@
 
 use serde_json::{json, Value};
 
-use crate::{problem, spawn_gateway, Gateway, ADMIN_KEY, READ_KEY};
+use crate::{problem, rows, send_json, spawn_gateway, Gateway, ADMIN_KEY, READ_KEY};
 
 async fn post(g: &Gateway, path: &str, key: &str, body: Value) -> reqwest::Response {
-    g.http
-        .post(format!("{}{path}", g.base))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn rows(g: &Gateway, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&g.db.pool)
-        .await
-        .unwrap()
+    send_json(g, reqwest::Method::POST, path, key, body).await
 }
 
 #[tokio::test]
