@@ -367,6 +367,9 @@ BEGIN
                 PERFORM pgfleet.invalid(k, 'unknown field');
             END IF;
         END LOOP;
+        IF enqueue_many.workflow_id IS NOT NULL AND j ? 'unique_key' THEN
+            PERFORM pgfleet.invalid('unique_key', 'jobs of a workflow or batch cannot have unique keys');
+        END IF;
         deps := '{}';
         IF j ? 'depends_on' AND jsonb_typeof(j -> 'depends_on') <> 'array' THEN
             PERFORM pgfleet.invalid('depends_on', 'must be an array of job ids and refs');
@@ -438,8 +441,9 @@ DECLARE
     ids bigint[];
     c pgfleet.enqueued;
 BEGIN
-    IF callback IS NULL OR jsonb_typeof(callback) <> 'object' OR callback ? 'depends_on' THEN
-        PERFORM pgfleet.invalid('callback', 'must be a job object without depends_on');
+    IF callback IS NULL OR jsonb_typeof(callback) <> 'object' OR callback ? 'depends_on'
+       OR callback ? 'unique_key' THEN
+        PERFORM pgfleet.invalid('callback', 'must be a job object without depends_on or unique_key');
     END IF;
     IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' OR jsonb_array_length(jobs) = 0 THEN
         PERFORM pgfleet.invalid('jobs', 'must be a non-empty JSON array of job objects');

@@ -458,6 +458,12 @@ impl Queue {
             }
             other => other,
         })?;
+        if batch.callback.unique_key.is_some() {
+            return Err(QueueError::invalid_at(
+                "callback.unique_key",
+                "a batch's callback cannot have a unique key (it belongs to its batch)",
+            ));
+        }
         if !batch.callback.depends_on.is_empty() {
             return Err(QueueError::invalid_at(
                 "callback.depends_on",

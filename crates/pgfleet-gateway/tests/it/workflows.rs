@@ -192,6 +192,28 @@ async fn bad_workflows_are_422_naming_the_field_with_nothing_written() -> anyhow
     )
     .await;
     assert_eq!(p["field"], "callback.depends_on");
+    // A callback is its batch's own: a unique key (which could name another batch's
+    // callback) is refused, not a 503 (found by schemathesis).
+    post(
+        &g,
+        "/v1/jobs",
+        ADMIN_KEY,
+        json!({"kind": "noop", "unique_key": "taken"}),
+    )
+    .await;
+    let p = problem(
+        post(
+            &g,
+            "/v1/batches",
+            ADMIN_KEY,
+            json!({"name": "b", "jobs": [{"kind": "noop"}],
+        "callback": {"kind": "noop", "unique_key": "taken"}}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(p["field"], "callback.unique_key");
     problem(
         post(
             &g,
@@ -203,7 +225,12 @@ async fn bad_workflows_are_422_naming_the_field_with_nothing_written() -> anyhow
         403,
     )
     .await;
-    for table in ["pgfleet.jobs", "pgfleet.workflows", "pgfleet.job_deps"] {
+    assert_eq!(
+        rows(&g, "pgfleet.jobs").await,
+        1,
+        "only the job holding `taken`"
+    );
+    for table in ["pgfleet.workflows", "pgfleet.job_deps"] {
         assert_eq!(rows(&g, table).await, 0, "{table}");
     }
     Ok(())
