@@ -90,14 +90,12 @@ pub async fn create(
         })?;
         jobs.push(WorkflowJob { key, job, after });
     }
-    let out = state
-        .queue
-        .enqueue_workflow(&NewWorkflow {
-            name: wf.name,
-            jobs: jobs.clone(),
-        })
-        .await?;
-    for j in &jobs {
+    let new = NewWorkflow {
+        name: wf.name,
+        jobs,
+    };
+    let out = state.queue.enqueue_workflow(&new).await?;
+    for j in &new.jobs {
         state.jobs.count_enqueued(&j.job.queue, &j.job.kind, 1);
     }
     Ok((StatusCode::CREATED, Json(out)))

@@ -187,6 +187,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The median of some measurements (the upper one of an even count).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `a / b` rounded to three decimals: how the suites report a number against its baseline.
+pub fn ratio(a: f64, b: f64) -> f64 {
+    (a / b * 1000.0).round() / 1000.0
+}
+
+/// Measurements rounded to whole numbers, for the report.
+pub fn rounded(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| x.round()).collect()
+}
+
 /// Progress on stderr.
 pub fn progress(msg: &str) {
     eprintln!("[bench] {msg}");

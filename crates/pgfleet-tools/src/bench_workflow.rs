@@ -18,7 +18,7 @@ use pgfleet_queue::{NewJob, Queue};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::bench::{progress, BenchArgs};
+use crate::bench::{median, progress, ratio, rounded, BenchArgs};
 use crate::bench_fleet::{wait_until_drained, QueueWorkers};
 use pgfleet_app::database::connect_pool;
 
@@ -82,13 +82,6 @@ async fn phases(args: &BenchArgs, queue: &Queue, k: usize) -> anyhow::Result<ser
         ));
         beside.push(b);
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let ratio = |a: f64, b: f64| (a / b * 1000.0).round() / 1000.0;
-    let rounded = |v: &[f64]| v.iter().map(|x| x.round()).collect::<Vec<_>>();
     Ok(json!({
         "suite": "workflow",
         "jobs": n,

@@ -114,6 +114,19 @@ pub async fn send_json(
         .unwrap()
 }
 
+/// GETs `path` with the read key, expects 200 and returns the JSON body.
+pub async fn get_json(g: &Gateway, path: &str) -> serde_json::Value {
+    let r = g
+        .http
+        .get(format!("{}{path}", g.base))
+        .bearer_auth(READ_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
 /// Rows in a table of the gateway's database.
 pub async fn rows(g: &Gateway, table: &str) -> i64 {
     sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))

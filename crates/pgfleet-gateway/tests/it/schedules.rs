@@ -7,22 +7,10 @@ use std::time::Duration;
 use pgfleet_testkit::eventually;
 use serde_json::{json, Value};
 
-use crate::{problem, rows, send_json, spawn_gateway, Gateway, ADMIN_KEY, READ_KEY};
+use crate::{get_json, problem, rows, send_json, spawn_gateway, Gateway, ADMIN_KEY, READ_KEY};
 
 async fn put(g: &Gateway, path: &str, key: &str, body: Value) -> reqwest::Response {
     send_json(g, reqwest::Method::PUT, path, key, body).await
-}
-
-async fn get(g: &Gateway, path: &str) -> Value {
-    let r = g
-        .http
-        .get(format!("{}{path}", g.base))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{path}");
-    r.json().await.unwrap()
 }
 
 #[tokio::test]
@@ -41,7 +29,7 @@ async fn a_schedule_is_created_ticks_and_shows_its_last_job() -> anyhow::Result<
     // The gateway does not run schedules; a worker's scheduler does. Run one pass by hand.
     eventually("a tick", Duration::from_secs(10), || async {
         g.queue.run_due_schedules().await?;
-        let s = get(&g, "/v1/schedules/report").await;
+        let s = get_json(&g, "/v1/schedules/report").await;
         Ok(s["last_job_id"].as_i64().map(|_| s))
     })
     .await
@@ -49,7 +37,7 @@ async fn a_schedule_is_created_ticks_and_shows_its_last_job() -> anyhow::Result<
         assert_eq!(s["last_job_state"], "available");
         assert!(s["last_run_at"].is_string());
     })?;
-    let list = get(&g, "/v1/schedules").await;
+    let list = get_json(&g, "/v1/schedules").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     // Pause, resume, delete.
     let paused: Value = g
@@ -165,7 +153,7 @@ async fn limits_are_set_at_run_time_and_shown_with_the_queue() -> anyhow::Result
     let v: Value = r.json().await?;
     assert_eq!(v["limits"]["concurrency"], 3);
     assert_eq!(v["running"], 0);
-    let q = get(&g, "/v1/queues").await;
+    let q = get_json(&g, "/v1/queues").await;
     let emails = q
         .as_array()
         .unwrap()
@@ -178,7 +166,7 @@ async fn limits_are_set_at_run_time_and_shown_with_the_queue() -> anyhow::Result
     // Lifted: the queue has no limits any more.
     let r = put(&g, "/v1/queues/emails/limits", ADMIN_KEY, json!({})).await;
     assert_eq!(r.status(), 200);
-    let v = get(&g, "/v1/queues/emails/limits").await;
+    let v = get_json(&g, "/v1/queues/emails/limits").await;
     assert_eq!(v["limits"]["concurrency"], Value::Null);
     Ok(())
 }

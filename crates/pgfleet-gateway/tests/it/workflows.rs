@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::{problem, rows, send_json, spawn_gateway, Gateway, ADMIN_KEY, READ_KEY};
+use crate::{get_json, problem, rows, send_json, spawn_gateway, Gateway, ADMIN_KEY, READ_KEY};
 
 async fn post(g: &Gateway, path: &str, key: &str, body: Value) -> reqwest::Response {
     send_json(g, reqwest::Method::POST, path, key, body).await
@@ -26,36 +26,15 @@ async fn a_workflow_is_created_shown_and_cancelled() -> anyhow::Result<()> {
     let id = wf["id"].as_i64().unwrap();
     let load = wf["jobs"][0]["id"].as_i64().unwrap();
     let extract = wf["jobs"][1]["id"].as_i64().unwrap();
-    let shown: Value = g
-        .http
-        .get(format!("{}/v1/workflows/{id}", g.base))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let shown: Value = get_json(&g, &format!("/v1/workflows/{id}")).await;
     assert_eq!(shown["state"], "running");
     assert_eq!(shown["counts"], json!({"available": 1, "blocked": 1}));
-    let deps: Value = g
-        .http
-        .get(format!("{}/v1/jobs/{load}/dependencies", g.base))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let deps: Value = get_json(&g, &format!("/v1/jobs/{load}/dependencies")).await;
     assert_eq!(
         deps,
         json!([{"id": extract, "kind": "noop", "state": "available", "output": null}])
     );
-    let job: Value = g
-        .http
-        .get(format!("{}/v1/jobs/{load}", g.base))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let job: Value = get_json(&g, &format!("/v1/jobs/{load}")).await;
     assert_eq!(job["workflow_id"], id);
     problem(
         post(
