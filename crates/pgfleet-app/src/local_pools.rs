@@ -146,16 +146,18 @@ pub async fn run(
             let actual = i32::try_from(workers.len()).unwrap_or(i32::MAX);
             recorded.set_replicas(&name, d.desired, actual);
             if let Some(queue) = rt.observer.queue() {
-                let recorded = pgfleet_controller::report::record(
-                    queue.pool(),
-                    &name,
-                    "local",
-                    d.desired,
-                    actual,
-                    sample,
-                    &d.reason,
-                )
-                .await;
+                let recorded = queue
+                    .record_pool(&pgfleet_queue::pools::PoolReport {
+                        name: name.clone(),
+                        source: "local".into(),
+                        desired: d.desired,
+                        actual,
+                        backlog: sample.backlog,
+                        lag_seconds: sample.oldest_age_secs,
+                        reason: d.reason.clone(),
+                        updated_at: chrono::Utc::now(),
+                    })
+                    .await;
                 if let Err(e) = recorded {
                     tracing::warn!(pool = %name, error = %e, "could not record the pool's state");
                 }
@@ -174,7 +176,7 @@ pub async fn run(
         let _ = t.await;
     }
     if let Some(queue) = rt.observer.queue() {
-        let _ = pgfleet_controller::report::forget(queue.pool(), &name).await;
+        let _ = queue.forget_pool(&name).await;
     }
     Ok(())
 }

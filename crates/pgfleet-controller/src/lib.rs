@@ -12,7 +12,6 @@ pub mod metrics;
 pub mod observe;
 pub mod outcome;
 pub mod reconcile;
-pub mod report;
 pub mod run;
 pub mod scaling;
 pub mod uninstall;

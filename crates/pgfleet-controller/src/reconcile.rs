@@ -208,7 +208,7 @@ async fn cleanup(pool: &WorkerPool, ctx: &Context) -> Result<Action, Error> {
         }
         Err(e) => tracing::warn!(pool = %key, error = %e, "could not release partition leases"),
     }
-    let _ = crate::report::forget(queue.pool(), &key).await;
+    let _ = queue.forget_pool(&key).await;
     Ok(Action::await_change())
 }
 
@@ -315,17 +315,19 @@ async fn apply(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action, Err
             .await?;
     }
     if let (true, Some(queue)) = (fresh, ctx.observer.queue()) {
-        if let Err(e) = crate::report::record(
-            queue.pool(),
-            &key,
-            "kubernetes",
-            decision.desired,
-            seen.ready,
-            &decision.sample,
-            &decision.reason,
-        )
-        .await
-        {
+        let recorded = queue
+            .record_pool(&pgfleet_queue::pools::PoolReport {
+                name: key.clone(),
+                source: "kubernetes".into(),
+                desired: decision.desired,
+                actual: seen.ready,
+                backlog: decision.sample.backlog,
+                lag_seconds: decision.sample.oldest_age_secs,
+                reason: decision.reason.clone(),
+                updated_at: chrono::Utc::now(),
+            })
+            .await;
+        if let Err(e) = recorded {
             tracing::warn!(pool = %key, error = %e, "could not record the decision for pgfleet status");
         }
     }

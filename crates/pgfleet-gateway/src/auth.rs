@@ -95,6 +95,27 @@ pub fn authorize(
     body: &[u8],
     needed: Scope,
 ) -> Result<(), ApiError> {
+    let scope = credential_scope(state, headers, method, path, body)?;
+    if scope < needed {
+        return Err(ApiError::Forbidden(format!(
+            "this API key has scope {scope:?}; {needed:?} is required"
+        )));
+    }
+    Ok(())
+}
+
+/// The scope the request's credentials grant: an API key's own, every scope for a valid
+/// signed request.
+///
+/// # Errors
+/// 401 without valid credentials; 429 over the credential's rate limit.
+pub fn credential_scope(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<Scope, ApiError> {
     let cfg = &state.config;
     if let Some(auth) = header(headers, "authorization") {
         let key = bearer_token(auth).ok_or_else(|| {
@@ -109,12 +130,7 @@ pub fn authorize(
         }
         let scope = found.ok_or_else(|| ApiError::Unauthorized("unknown API key".into()))?;
         limit(state, hash)?;
-        if scope < needed {
-            return Err(ApiError::Forbidden(format!(
-                "this API key has scope {scope:?}; {needed:?} is required"
-            )));
-        }
-        return Ok(());
+        return Ok(scope);
     }
     if header(headers, "x-signature").is_some() {
         let secret = cfg
@@ -124,7 +140,7 @@ pub fn authorize(
         let now = chrono::Utc::now().timestamp();
         limit(state, hash_key("hmac-signed-requests"))?;
         let parts = SignedParts { method, path, body };
-        return verify_request(
+        verify_request(
             secret,
             header(headers, "x-timestamp"),
             header(headers, "x-signature"),
@@ -132,7 +148,8 @@ pub fn authorize(
             now,
             cfg.tolerance.as_secs() as i64,
         )
-        .map_err(|e| ApiError::Unauthorized(format!("request signature: {e}")));
+        .map_err(|e| ApiError::Unauthorized(format!("request signature: {e}")))?;
+        return Ok(Scope::Admin);
     }
     Err(ApiError::Unauthorized(
         "missing credentials: send `Authorization: Bearer <api key>` or a signed request".into(),

@@ -18,6 +18,17 @@ pub enum Scope {
     Admin,
 }
 
+impl Scope {
+    /// `read`, `write` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
 impl std::str::FromStr for Scope {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -72,6 +83,9 @@ pub struct GatewayConfig {
     /// How long a client may take to send a request's headers (default 10 s); a slow or
     /// stalled client is disconnected instead of holding a connection.
     pub header_read_timeout: Duration,
+    /// Link template for a job's trace in the console, `{trace_id}` replaced (for example
+    /// `http://localhost:16686/trace/{trace_id}`); `None`: trace ids are shown unlinked.
+    pub trace_url: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -89,6 +103,7 @@ impl Default for GatewayConfig {
             push_allow_http_loopback: false,
             messages_queue: "default".into(),
             header_read_timeout: Duration::from_secs(10),
+            trace_url: None,
         }
     }
 }

@@ -4,9 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use pgfleet_queue::admin::JobFilter;
+use pgfleet_queue::admin::{BulkAction, BulkOutcome, JobFilter, PageRequest, StateFilter};
 use pgfleet_queue::workflow::Dep;
-use pgfleet_queue::{DependencyFailure, Job, JobState, NewJob};
+use pgfleet_queue::{DependencyFailure, Job, NewJob};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -140,6 +140,19 @@ pub struct JobDto {
     pub errors: Value,
     /// Unique key.
     pub unique_key: Option<String>,
+    /// Partition key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
+    /// Metadata (the trace context it was enqueued in, under `traceparent`).
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// The trace id of the trace it was enqueued in (from `metadata.traceparent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// When its latest attempt started.
+    pub attempted_at: Option<DateTime<Utc>>,
+    /// The worker that ran its latest attempt.
+    pub attempted_by: Option<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Reached its final state.
@@ -175,6 +188,11 @@ impl From<Job> for JobDto {
             run_at: j.run_at,
             errors: j.errors,
             unique_key: j.unique_key,
+            partition_key: j.partition_key,
+            trace_id: trace_id(&j.metadata),
+            metadata: j.metadata,
+            attempted_at: j.attempted_at,
+            attempted_by: j.attempted_by,
             created_at: j.created_at,
             finalized_at: j.finalized_at,
             workflow_id: j.workflow_id,
@@ -183,6 +201,14 @@ impl From<Job> for JobDto {
             duplicate: false,
         }
     }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`) in `metadata`.
+fn trace_id(metadata: &Value) -> Option<String> {
+    let tp = metadata.get("traceparent")?.as_str()?;
+    let id = tp.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
+        .then(|| id.to_ascii_lowercase())
 }
 
 /// A page of jobs.
@@ -194,21 +220,128 @@ pub struct JobPage {
     pub next_after: Option<i64>,
 }
 
-/// List filters.
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct ListParams {
+/// Which jobs: the filter of the list, the count and bulk actions (query parameters, or
+/// the `filter` object of a bulk action).
+#[derive(Debug, Default, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct FilterParams {
+    /// States, comma separated: blocked, available, scheduled (waiting for a future time),
+    /// running, retryable, completed, discarded, cancelled.
+    #[param(
+        pattern = "^(blocked|available|scheduled|running|retryable|completed|discarded|cancelled)(,(blocked|available|scheduled|running|retryable|completed|discarded|cancelled))*$"
+    )]
+    #[schema(
+        pattern = "^(blocked|available|scheduled|running|retryable|completed|discarded|cancelled)(,(blocked|available|scheduled|running|retryable|completed|discarded|cancelled))*$"
+    )]
+    pub state: Option<String>,
     /// Only this queue.
     pub queue: Option<String>,
     /// Only this kind.
     pub kind: Option<String>,
-    /// Only this state.
-    #[param(value_type = Option<String>, pattern = "^(blocked|available|running|retryable|completed|discarded|cancelled)$")]
-    pub state: Option<String>,
-    /// Ids after this one (keyset pagination).
+    /// Only this partition key.
+    pub partition_key: Option<String>,
+    /// Not before this time (RFC 3339): when finished jobs finished, when the others were
+    /// created.
+    pub from: Option<DateTime<Utc>>,
+    /// Before this time (RFC 3339), same clock as `from`.
+    pub to: Option<DateTime<Utc>>,
+    /// Text in the payload or the errors, case-insensitive (1 to 200 characters).
+    #[param(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200)]
+    pub q: Option<String>,
+}
+
+impl FilterParams {
+    /// Its fields' names.
+    const FIELDS: [&'static str; 7] =
+        ["state", "queue", "kind", "partition_key", "from", "to", "q"];
+
+    /// A bulk action's `filter` object: unknown fields are refused (a misspelt filter must
+    /// not widen an action to every job).
+    ///
+    /// # Errors
+    /// 422 naming `filter.<field>`.
+    fn from_object(map: serde_json::Map<String, Value>) -> Result<Self, ApiError> {
+        if let Some(k) = map.keys().find(|k| !Self::FIELDS.contains(&k.as_str())) {
+            return Err(ApiError::invalid(
+                format!("filter.{k}"),
+                format!("unknown field; expected one of {}", Self::FIELDS.join(", ")),
+            ));
+        }
+        let body = serde_json::to_vec(&Value::Object(map))
+            .map_err(|e| ApiError::invalid("filter", e.to_string()))?;
+        parse_json(&body).map_err(|e| e.under("filter"))
+    }
+
+    /// The queue library's filter.
+    ///
+    /// # Errors
+    /// 422 naming `state` for an unknown state.
+    pub fn to_filter(&self) -> Result<JobFilter, ApiError> {
+        let states = match self.state.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|s| s.trim().parse::<StateFilter>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "state",
+                        "each state must be one of blocked, available, scheduled, running, \
+                         retryable, completed, discarded, cancelled",
+                    )
+                })?,
+        };
+        let filter = JobFilter {
+            states,
+            queue: self.queue.clone(),
+            kind: self.kind.clone(),
+            partition_key: self.partition_key.clone(),
+            from: self.from,
+            to: self.to,
+            text: self.q.clone(),
+        };
+        filter.validate()?;
+        Ok(filter)
+    }
+}
+
+/// Paging of the list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// `asc`: oldest first (default); `desc`: newest first.
+    #[param(pattern = "^(asc|desc)$")]
+    pub order: Option<String>,
+    /// The last id of the previous page (its `next_after`): the page holds the jobs after
+    /// it in the list's order.
     pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+}
+
+/// How many jobs a filter matches.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobCount {
+    /// The count.
+    pub count: i64,
+}
+
+/// An action on every job a filter matches.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// `cancel`, `retry` or `delete`.
+    pub action: BulkAction,
+    /// Which jobs (the list's filter; an empty filter matches every job).
+    #[serde(default)]
+    #[schema(value_type = FilterParams)]
+    pub filter: serde_json::Map<String, Value>,
+    /// Act on at most this many (the count the operator confirmed).
+    #[serde(default, deserialize_with = "opt_integer")]
+    #[schema(minimum = 1)]
+    pub max: Option<u64>,
 }
 
 fn to_new_jobs(jobs: Vec<CreateJob>) -> Result<Vec<NewJob>, ApiError> {
@@ -330,26 +463,29 @@ pub async fn get(
     Ok(Json(state.queue.get_job(id).await?.into()))
 }
 
-/// Lists jobs by filter, by id, a page at a time.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListParams),
+/// Lists jobs by filter, by id (oldest or newest first), a page at a time.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(FilterParams, PageParams),
     responses((status = 200, body = JobPage), (status = 422, body = Problem)))]
 pub async fn list(
     State(state): State<AppState>,
-    Query(p): Query<ListParams>,
+    Query(f): Query<FilterParams>,
+    Query(p): Query<PageParams>,
     _auth: Authed<READ>,
 ) -> Result<Json<JobPage>, ApiError> {
     let limit = crate::problem::page_limit(p.limit, 100)?;
-    let state_filter = p.state.as_deref().map(str::parse::<JobState>).transpose()?;
-    let filter = JobFilter {
-        queue: p.queue,
-        kind: p.kind,
-        state: state_filter,
-        after_id: p.after,
+    let newest_first = match p.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return Err(ApiError::invalid("order", "must be asc or desc")),
+    };
+    let page = PageRequest {
+        newest_first,
+        cursor: p.after,
         limit,
     };
     let jobs: Vec<JobDto> = state
         .queue
-        .list_jobs(&filter)
+        .search_jobs(&f.to_filter()?, &page)
         .await?
         .into_iter()
         .map(Into::into)
@@ -358,6 +494,41 @@ pub async fn list(
         .then(|| jobs.last().map(|j| j.id))
         .flatten();
     Ok(Json(JobPage { jobs, next_after }))
+}
+
+/// How many jobs a filter matches.
+#[utoipa::path(get, path = "/v1/jobs/count", tag = "jobs", params(FilterParams),
+    responses((status = 200, body = JobCount), (status = 422, body = Problem)))]
+pub async fn count(
+    State(state): State<AppState>,
+    Query(f): Query<FilterParams>,
+    _auth: Authed<READ>,
+) -> Result<Json<JobCount>, ApiError> {
+    let count = state.queue.count_jobs(&f.to_filter()?).await?;
+    Ok(Json(JobCount { count }))
+}
+
+/// Cancels, retries or deletes every job a filter matches, in batches. Stops within half
+/// the request timeout with `done: false`: send it again to go on (jobs already acted on
+/// no longer match).
+#[utoipa::path(post, path = "/v1/jobs/bulk", tag = "jobs", request_body = BulkRequest,
+    responses((status = 200, body = BulkOutcome), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn bulk(
+    State(state): State<AppState>,
+    Authed(body): Authed<ADMIN>,
+) -> Result<Json<BulkOutcome>, ApiError> {
+    let req: BulkRequest = parse_json(&body)?;
+    if req.max == Some(0) {
+        return Err(ApiError::invalid("max", "must be at least 1"));
+    }
+    let filter = FilterParams::from_object(req.filter)?
+        .to_filter()
+        .map_err(|e| e.under("filter"))?;
+    let out = state
+        .queue
+        .bulk(req.action, &filter, req.max, Some(state.config.timeout / 2))
+        .await?;
+    Ok(Json(out))
 }
 
 /// Runs a discarded, cancelled, retryable or scheduled job again now.
@@ -428,4 +599,23 @@ pub struct DependencyDto {
     /// Its output, once completed with one.
     #[schema(value_type = Option<crate::openapi::JsonValue>)]
     pub output: Option<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trace_id;
+    use serde_json::json;
+
+    #[test]
+    fn trace_ids_come_from_a_valid_traceparent_only() {
+        let tp = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace_id(&json!({"traceparent": tp})).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(trace_id(&json!({})), None);
+        assert_eq!(trace_id(&json!({"traceparent": "00-xyz-00-01"})), None);
+        let zero = format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32));
+        assert_eq!(trace_id(&json!({"traceparent": zero})), None);
+    }
 }

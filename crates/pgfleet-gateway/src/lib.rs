@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod extract;
 pub mod ingest;
 pub mod jobs;
@@ -251,6 +252,8 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/{source}", post(webhooks::receive))
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/batch", post(jobs::create_batch))
+        .route("/v1/jobs/count", get(jobs::count))
+        .route("/v1/jobs/bulk", post(jobs::bulk))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
@@ -261,6 +264,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/batches", post(workflows::create_batch))
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/{name}/pause", post(queues::pause))
+        .route("/v1/queues/{name}/history", get(console::queue_history))
+        .route("/v1/errors", get(console::errors))
+        .route("/v1/pools", get(console::pools))
+        .route("/v1/me", get(console::me))
         .route("/v1/queues/{name}/resume", post(queues::resume))
         .route(
             "/v1/queues/{name}/limits",
@@ -312,9 +319,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(ui::to_index))
         .route("/ui", get(ui::to_index))
         .route("/ui/", get(ui::index))
-        .route("/ui/app.js", get(ui::app))
-        .route("/ui/sw.js", get(ui::service_worker))
-        .route("/ui/style.css", get(ui::style))
+        .route("/ui/{file}", get(ui::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

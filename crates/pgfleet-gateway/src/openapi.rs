@@ -10,7 +10,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::OpenApi;
 
-use crate::{jobs, messages, problem, push, queues, schedules, tasks, webhooks, workflows};
+use crate::{
+    console, jobs, messages, problem, push, queues, schedules, tasks, webhooks, workflows,
+};
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
@@ -20,7 +22,8 @@ use crate::{jobs, messages, problem, push, queues, schedules, tasks, webhooks, w
         `Authorization: Bearer <api key>` (read, write or admin scope) or an HMAC-signed request (`X-Timestamp`, `X-Signature`)."),
     paths(
         webhooks::receive,
-        jobs::create, jobs::create_batch, jobs::get, jobs::list, jobs::retry, jobs::cancel, jobs::delete,
+        jobs::create, jobs::create_batch, jobs::get, jobs::list, jobs::count, jobs::bulk, jobs::retry,
+        jobs::cancel, jobs::delete, console::me, console::errors, console::queue_history, console::pools,
         queues::list, queues::pause, queues::resume, queues::limits, queues::set_limits,
         queues::workers, queues::partitions,
         schedules::list, schedules::get, schedules::put, schedules::pause, schedules::resume,

@@ -75,6 +75,18 @@ impl ApiError {
         }
     }
 
+    /// The same error with its field named inside `parent` (`state` becomes
+    /// `filter.state`); other errors unchanged.
+    pub fn under(self, parent: &str) -> Self {
+        match self {
+            ApiError::Invalid { field, reason } => ApiError::Invalid {
+                field: format!("{parent}.{field}"),
+                reason,
+            },
+            other => other,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,

@@ -192,6 +192,8 @@ pub struct WorkerDto {
     pub partitions: Vec<i16>,
     /// Last heartbeat.
     pub heartbeat_at: DateTime<Utc>,
+    /// Jobs it holds now: running, or claimed into its buffer ahead of a free slot.
+    pub held: i64,
 }
 
 /// Live workers.
@@ -201,12 +203,14 @@ pub async fn workers(
     _a: Authed<READ>,
 ) -> Result<Json<Vec<WorkerDto>>, ApiError> {
     let leases = state.queue.partition_leases(None).await?;
+    let held = state.queue.held_by_worker().await?;
     let out = state
         .queue
         .workers(None)
         .await?
         .into_iter()
         .map(|w| WorkerDto {
+            held: held.get(&w.id).copied().unwrap_or(0),
             partitions: leases
                 .iter()
                 .filter(|l| l.worker_id == w.id)

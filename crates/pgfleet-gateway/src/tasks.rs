@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use pgfleet_queue::admin::JobFilter;
+use pgfleet_queue::admin::{JobFilter, PageRequest};
 use pgfleet_queue::NewJob;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,10 +76,13 @@ pub async fn list(
 ) -> Result<Json<Vec<Task>>, ApiError> {
     let jobs = state
         .queue
-        .list_jobs(&JobFilter {
-            limit: 100,
-            ..Default::default()
-        })
+        .search_jobs(
+            &JobFilter::default(),
+            &PageRequest {
+                limit: 100,
+                ..Default::default()
+            },
+        )
         .await?;
     Ok(Json(
         jobs.into_iter()

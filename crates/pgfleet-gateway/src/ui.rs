@@ -1,17 +1,38 @@
-//! The browser page at `/ui/`: queue stats, push subscription, recent notifications and a
-//! test send. Static files compiled into the binary; the page calls the `/v1` API with the
-//! API key the user enters (kept in the browser's local storage).
+//! The console at `/ui/`: jobs (filtered list, job page, bulk actions by filter), queues
+//! (counts and charts, pause and resume, limits, schedules), fleet (workers, pools and the
+//! autoscaler's decisions), errors grouped, and the Web Push page. Static files compiled
+//! into the binary, ES modules with no build step, served with a strict CSP; the page calls
+//! the `/v1` API with the API key the operator enters (kept in the tab's session storage).
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::response::{IntoResponse, Redirect, Response};
 
-const INDEX: &str = include_str!("../ui/index.html");
-const APP: &str = include_str!("../ui/app.js");
-const SW: &str = include_str!("../ui/sw.js");
-const STYLE: &str = include_str!("../ui/style.css");
+use crate::extract::Path;
+use crate::problem::ApiError;
 
 /// Only this origin's scripts, styles and API; nothing inline.
 const CSP: &str = "default-src 'self'; img-src 'self' https: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file of the console: name, content type, content.
+const FILES: &[(&str, &str, &str)] = &[
+    ("app.js", JS, include_str!("../ui/app.js")),
+    ("api.js", JS, include_str!("../ui/api.js")),
+    ("dom.js", JS, include_str!("../ui/dom.js")),
+    ("chart.js", JS, include_str!("../ui/chart.js")),
+    ("jobs.js", JS, include_str!("../ui/jobs.js")),
+    ("queues.js", JS, include_str!("../ui/queues.js")),
+    ("fleet.js", JS, include_str!("../ui/fleet.js")),
+    ("errors.js", JS, include_str!("../ui/errors.js")),
+    ("push.js", JS, include_str!("../ui/push.js")),
+    ("sw.js", JS, include_str!("../ui/sw.js")),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../ui/style.css"),
+    ),
+];
 
 fn file(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -27,22 +48,16 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
 
 /// `/ui/`.
 pub async fn index() -> Response {
-    file("text/html; charset=utf-8", INDEX)
+    file("text/html; charset=utf-8", include_str!("../ui/index.html"))
 }
 
-/// `/ui/app.js`.
-pub async fn app() -> Response {
-    file("text/javascript; charset=utf-8", APP)
-}
-
-/// `/ui/sw.js`, the service worker (scope `/ui/`).
-pub async fn service_worker() -> Response {
-    file("text/javascript; charset=utf-8", SW)
-}
-
-/// `/ui/style.css`.
-pub async fn style() -> Response {
-    file("text/css; charset=utf-8", STYLE)
+/// `/ui/{file}`: the console's scripts and style sheet, the service worker (scope `/ui/`).
+pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    FILES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, ct, body)| file(ct, body))
+        .ok_or_else(|| ApiError::NotFound(format!("no console file {name:?}")))
 }
 
 /// `/` and `/ui` go to `/ui/`.

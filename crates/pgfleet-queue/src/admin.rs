@@ -15,23 +15,33 @@ use crate::notify::notify;
 use crate::partition::CONTROL_CHANNEL;
 use crate::Queue;
 
-/// Filters for [`Queue::list_jobs`]; results are ordered by id, after `after_id`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct JobFilter {
-    /// Only this queue.
-    pub queue: Option<String>,
-    /// Only this kind.
-    pub kind: Option<String>,
-    /// Only this state.
-    pub state: Option<JobState>,
-    /// Keyset cursor: ids strictly greater.
-    pub after_id: Option<i64>,
-    /// Page size (1..=1000).
-    pub limit: i64,
+pub use crate::search::{JobFilter, PageRequest, StateFilter, MAX_PAGE};
+
+/// A bulk action on every job a filter matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum BulkAction {
+    /// Cancel what waits; ask running jobs to stop.
+    Cancel,
+    /// Run discarded, cancelled, retryable and scheduled jobs again now.
+    Retry,
+    /// Delete every match that is not running.
+    Delete,
 }
 
-/// The most rows one list call returns.
-pub const MAX_PAGE: i64 = 1000;
+/// What a bulk action did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BulkOutcome {
+    /// Jobs the action applied to (running jobs asked to stop count as cancelled).
+    pub affected: u64,
+    /// False when it stopped at its `max` before every match was acted on.
+    pub done: bool,
+}
+
+/// Jobs acted on per transaction in a bulk action.
+pub const BULK_BATCH: i64 = 500;
 
 impl Queue {
     /// A job by id, from either table.
@@ -51,40 +61,6 @@ impl Queue {
         Ok(Job::from_row_lossy(&row)?)
     }
 
-    /// Lists jobs by filter with keyset pagination.
-    ///
-    /// # Errors
-    /// [`QueueError::Invalid`] for a bad limit, [`QueueError::Database`].
-    pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>> {
-        if !(1..=MAX_PAGE).contains(&f.limit) {
-            return Err(QueueError::invalid(
-                "limit",
-                format!("must be between 1 and {MAX_PAGE}"),
-            ));
-        }
-        let cond = "($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR kind = $2) \
-                    AND ($3::pgfleet.job_state IS NULL OR state = $3) AND id > $4";
-        let hot = format!("SELECT {HOT_COLUMNS} FROM pgfleet.jobs WHERE {cond}");
-        let fin = format!("SELECT {FINISHED_COLUMNS} FROM pgfleet.jobs_finished WHERE {cond}");
-        let sql = match f.state {
-            Some(s) if s.is_final() => format!("{fin} ORDER BY id LIMIT $5"),
-            Some(_) => format!("{hot} ORDER BY id LIMIT $5"),
-            None => format!("({hot} ORDER BY id LIMIT $5) UNION ALL ({fin} ORDER BY id LIMIT $5) ORDER BY id LIMIT $5"),
-        };
-        let rows = sqlx::query(&sql)
-            .bind(&f.queue)
-            .bind(&f.kind)
-            .bind(f.state)
-            .bind(f.after_id.unwrap_or(0))
-            .bind(f.limit)
-            .fetch_all(self.pool())
-            .await?;
-        Ok(rows
-            .iter()
-            .map(Job::from_row_lossy)
-            .collect::<std::result::Result<_, _>>()?)
-    }
-
     /// Cancels a job. A waiting job is cancelled at once; a running job is asked to stop
     /// (its worker is told on the control channel) and is cancelled when it does.
     /// Cancelling a cancelled job is a no-op.
@@ -93,30 +69,10 @@ impl Queue {
     /// [`QueueError::NotFound`]; [`QueueError::WrongState`] for a completed or discarded
     /// job; [`QueueError::Database`].
     pub async fn cancel_job(&self, id: i64) -> Result<Job> {
-        let sql = concat!(
-            "WITH moved AS (DELETE FROM pgfleet.jobs WHERE id = $1 AND state <> 'running' \
-             RETURNING *, 'cancelled' AS final_state, \
-             jsonb_build_object('attempt', attempt, 'at', now(), 'kind', 'cancelled', \
-             'error', 'cancelled by operator') AS final_error) ",
-            insert_finished_from!(),
-            " moved"
-        );
-        let moved = sqlx::query(sql).bind(id).execute(self.pool()).await?;
-        if moved.rows_affected() == 0 {
-            let requested = sqlx::query(
-                "UPDATE pgfleet.jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()) \
-                 WHERE id = $1 AND state = 'running'",
-            )
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-            if requested.rows_affected() > 0 {
-                notify(self.pool(), CONTROL_CHANNEL, &format!("cancel:{id}")).await?;
-            }
-        }
+        let acted = self.cancel_ids(&[id]).await?;
         let job = self.get_job(id).await?;
         match job.state {
-            JobState::Completed | JobState::Discarded if moved.rows_affected() == 0 => {
+            JobState::Completed | JobState::Discarded if acted == 0 => {
                 Err(QueueError::WrongState {
                     id,
                     state: job.state.to_string(),
@@ -127,6 +83,31 @@ impl Queue {
         }
     }
 
+    /// Cancels the waiting jobs of `ids` and asks the running ones to stop; returns how
+    /// many it did either to. Finished ids are left alone.
+    async fn cancel_ids(&self, ids: &[i64]) -> Result<u64> {
+        let sql = concat!(
+            "WITH moved AS (DELETE FROM pgfleet.jobs WHERE id = ANY($1) AND state <> 'running' \
+             RETURNING *, 'cancelled' AS final_state, \
+             jsonb_build_object('attempt', attempt, 'at', now(), 'kind', 'cancelled', \
+             'error', 'cancelled by operator') AS final_error) ",
+            insert_finished_from!(),
+            " moved"
+        );
+        let moved = sqlx::query(sql).bind(ids).execute(self.pool()).await?;
+        let requested: Vec<i64> = sqlx::query_scalar(
+            "UPDATE pgfleet.jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()) \
+             WHERE id = ANY($1) AND state = 'running' RETURNING id",
+        )
+        .bind(ids)
+        .fetch_all(self.pool())
+        .await?;
+        for id in &requested {
+            notify(self.pool(), CONTROL_CHANNEL, &format!("cancel:{id}")).await?;
+        }
+        Ok(moved.rows_affected() + requested.len() as u64)
+    }
+
     /// Makes a job run again now: a discarded or cancelled job goes back to the queue (its
     /// error history kept, one more attempt allowed); a retryable or scheduled job runs now.
     ///
@@ -134,29 +115,7 @@ impl Queue {
     /// [`QueueError::NotFound`]; [`QueueError::WrongState`] for a completed or running
     /// job; [`QueueError::Database`].
     pub async fn retry_job(&self, id: i64) -> Result<Job> {
-        let mut tx = self.pool().begin().await?;
-        let revived = sqlx::query(
-            "WITH f AS (DELETE FROM pgfleet.jobs_finished WHERE id = $1 \
-             AND state IN ('discarded', 'cancelled') RETURNING *) \
-             INSERT INTO pgfleet.jobs (id, queue, kind, partition, priority, state, payload, \
-             metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, errors, \
-             unique_key, created_at, partition_key, workflow_id, has_dependents, progress) \
-             SELECT id, queue, kind, partition, priority, 'available', payload, metadata, attempt, \
-             greatest(max_attempts, attempt + 1), now(), attempted_at, attempted_by, errors, \
-             unique_key, created_at, partition_key, workflow_id, has_dependents, progress FROM f",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if revived.rows_affected() == 0 {
-            sqlx::query(
-                "UPDATE pgfleet.jobs SET run_at = now() WHERE id = $1 AND state <> 'running'",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        self.retry_ids(&[id]).await?;
         let job = self.get_job(id).await?;
         if matches!(job.state, JobState::Completed | JobState::Running) {
             return Err(QueueError::WrongState {
@@ -165,8 +124,41 @@ impl Queue {
                 action: "retry",
             });
         }
-        self.wake(crate::enqueue::Wakeups(vec![job.partition]));
         Ok(job)
+    }
+
+    /// Revives the discarded and cancelled jobs of `ids` and makes the waiting ones run
+    /// now, in one transaction; wakes their partitions; returns how many.
+    async fn retry_ids(&self, ids: &[i64]) -> Result<u64> {
+        let mut tx = self.pool().begin().await?;
+        let mut partitions: Vec<i16> = sqlx::query_scalar(
+            "WITH f AS (DELETE FROM pgfleet.jobs_finished WHERE id = ANY($1) \
+             AND state IN ('discarded', 'cancelled') RETURNING *) \
+             INSERT INTO pgfleet.jobs (id, queue, kind, partition, priority, state, payload, \
+             metadata, attempt, max_attempts, run_at, attempted_at, attempted_by, errors, \
+             unique_key, created_at, partition_key, workflow_id, has_dependents, progress) \
+             SELECT id, queue, kind, partition, priority, 'available', payload, metadata, attempt, \
+             greatest(max_attempts, attempt + 1), now(), attempted_at, attempted_by, errors, \
+             unique_key, created_at, partition_key, workflow_id, has_dependents, progress FROM f \
+             RETURNING partition",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now: Vec<i16> = sqlx::query_scalar(
+            "UPDATE pgfleet.jobs SET run_at = now() WHERE id = ANY($1) \
+             AND state IN ('available', 'retryable') AND run_at > now() RETURNING partition",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        partitions.extend(now);
+        let n = partitions.len() as u64;
+        partitions.sort_unstable();
+        partitions.dedup();
+        self.wake(crate::enqueue::Wakeups(partitions));
+        Ok(n)
     }
 
     /// Deletes a job that is not running, from either table.
@@ -175,32 +167,7 @@ impl Queue {
     /// [`QueueError::NotFound`]; [`QueueError::WrongState`] for a running job (cancel it
     /// first); [`QueueError::Database`].
     pub async fn delete_job(&self, id: i64) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        // A deleted job that others wait for counts as cancelled for them.
-        let hot: Option<bool> = sqlx::query_scalar(
-            "DELETE FROM pgfleet.jobs WHERE id = $1 AND state <> 'running' RETURNING has_dependents",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if hot == Some(true) {
-            sqlx::query("SELECT pgfleet.settle_dependents($1, 'cancelled')")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let hot = u64::from(hot.is_some());
-        let fin = sqlx::query("DELETE FROM pgfleet.jobs_finished WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query("DELETE FROM pgfleet.unique_keys WHERE job_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if hot + fin == 0 {
-            drop(tx);
+        if self.delete_ids(&[id]).await? == 0 {
             let job = self.get_job(id).await?;
             return Err(QueueError::WrongState {
                 id,
@@ -208,8 +175,106 @@ impl Queue {
                 action: "delete",
             });
         }
-        tx.commit().await?;
         Ok(())
+    }
+
+    /// Deletes the jobs of `ids` that are not running, in one transaction; returns how many.
+    async fn delete_ids(&self, ids: &[i64]) -> Result<u64> {
+        let mut tx = self.pool().begin().await?;
+        let hot: Vec<(i64, bool)> = sqlx::query_as(
+            "DELETE FROM pgfleet.jobs WHERE id = ANY($1) AND state <> 'running' \
+             RETURNING id, has_dependents",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        // A deleted job that others wait for counts as cancelled for them.
+        for (id, _) in hot.iter().filter(|(_, d)| *d) {
+            sqlx::query("SELECT pgfleet.settle_dependents($1, 'cancelled')")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let fin = sqlx::query("DELETE FROM pgfleet.jobs_finished WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM pgfleet.unique_keys WHERE job_id = ANY($1)")
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(hot.len() as u64 + fin)
+    }
+
+    /// Applies `action` to every job `filter` matches, [`BULK_BATCH`] jobs per transaction
+    /// in id order, stopping after `max` jobs or once `budget` has passed (then `done` is
+    /// false if matches are left: call again to go on; jobs already acted on no longer
+    /// match). Jobs the action
+    /// cannot apply to (a completed job cannot be cancelled, a running one deleted) are
+    /// neither acted on nor counted.
+    ///
+    /// # Errors
+    /// [`QueueError::Invalid`] for a bad filter, [`QueueError::Database`] (the batches
+    /// already committed stay done).
+    pub async fn bulk(
+        &self,
+        action: BulkAction,
+        filter: &JobFilter,
+        max: Option<u64>,
+        budget: Option<std::time::Duration>,
+    ) -> Result<BulkOutcome> {
+        use crate::search::Table;
+        filter.validate()?;
+        let started = std::time::Instant::now();
+        // What the action can still change (so a repeated call does not count a job twice).
+        let (hot, finished) = match action {
+            BulkAction::Cancel => (
+                Some("state <> 'running' OR cancel_requested_at IS NULL"),
+                None,
+            ),
+            BulkAction::Retry => (
+                Some("state IN ('available', 'retryable') AND run_at > now()"),
+                Some("state IN ('discarded', 'cancelled')"),
+            ),
+            BulkAction::Delete => (Some("state <> 'running'"), Some("true")),
+        };
+        let tables: Vec<(Table, &str)> = [(Table::Hot, hot), (Table::Finished, finished)]
+            .into_iter()
+            .filter_map(|(t, extra)| extra.filter(|_| filter.touches(t)).map(|e| (t, e)))
+            .collect();
+        let mut out = BulkOutcome::default();
+        for (i, &(table, extra)) in tables.iter().enumerate() {
+            let mut after = 0;
+            loop {
+                let room = max.map_or(BULK_BATCH, |m| {
+                    (m - out.affected).min(BULK_BATCH as u64) as i64
+                });
+                if room == 0 || budget.is_some_and(|b| started.elapsed() >= b) {
+                    // Stopped early: done only if nothing is left to act on.
+                    let mut left = !self
+                        .matching_ids(filter, table, extra, after, 1)
+                        .await?
+                        .is_empty();
+                    for &(t, e) in &tables[i + 1..] {
+                        left = left || !self.matching_ids(filter, t, e, 0, 1).await?.is_empty();
+                    }
+                    out.done = !left;
+                    return Ok(out);
+                }
+                let ids = self.matching_ids(filter, table, extra, after, room).await?;
+                let Some(&last) = ids.last() else { break };
+                after = last;
+                out.affected += match action {
+                    BulkAction::Cancel => self.cancel_ids(&ids).await?,
+                    BulkAction::Retry => self.retry_ids(&ids).await?,
+                    BulkAction::Delete => self.delete_ids(&ids).await?,
+                };
+            }
+        }
+        out.done = true;
+        Ok(out)
     }
 
     /// Pauses a queue: no worker claims from it until it is resumed.

@@ -183,7 +183,8 @@ WITH o AS MATERIALIZED (
         run_at = coalesce(o.run_at, now()),
         lease_until = NULL,
         max_attempts = j.max_attempts + CASE WHEN o.outcome = 'retry' THEN 0 ELSE 1 END,
-        errors = CASE WHEN o.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(o.error) END
+        errors = CASE WHEN o.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(
+            o.error || jsonb_build_object('started_at', j.attempted_at, 'worker', j.attempted_by)) END
     FROM o
     WHERE j.id = ANY($1::bigint[]) AND j.id = o.id AND j.attempt = o.attempt
       AND j.state = 'running' AND o.outcome IN ('retry', 'snooze', 'release')
@@ -193,7 +194,8 @@ WITH o AS MATERIALIZED (
     USING o
     WHERE j.id = ANY($1::bigint[]) AND j.id = o.id AND j.attempt = o.attempt
       AND j.state = 'running' AND o.outcome IN ('discarded', 'cancelled')
-    RETURNING j.*, o.outcome AS final_state, o.error AS final_error
+    RETURNING j.*, o.outcome AS final_state,
+        o.error || jsonb_build_object('started_at', j.attempted_at, 'worker', j.attempted_by) AS final_error
 ), fin AS ("#,
     insert_finished_from!(),
     r#" moved RETURNING 1

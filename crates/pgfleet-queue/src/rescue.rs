@@ -28,6 +28,7 @@ WITH expired AS MATERIALIZED (
     SET state = 'retryable', run_at = now(), lease_until = NULL,
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempt, 'at', now(), 'kind', 'rescued',
+            'started_at', j.attempted_at, 'worker', j.attempted_by,
             'error', 'lease expired: worker ' || coalesce(j.attempted_by, '?') || ' stopped heartbeating'))
     WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
       AND j.attempt < j.max_attempts AND j.cancel_requested_at IS NULL
@@ -39,6 +40,7 @@ WITH expired AS MATERIALIZED (
     RETURNING j.*,
         CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'discarded' END AS final_state,
         jsonb_build_object('attempt', j.attempt, 'at', now(), 'kind', 'rescued',
+            'started_at', j.attempted_at, 'worker', j.attempted_by,
             'error', 'lease expired: worker ' || coalesce(j.attempted_by, '?') || ' stopped heartbeating')
             AS final_error
 ), fin AS ("#,

@@ -116,6 +116,20 @@ impl Queue {
         .unwrap_or(0.0))
     }
 
+    /// How many jobs each worker holds (running, or claimed into its buffer), by worker id.
+    ///
+    /// # Errors
+    /// [`crate::QueueError::Database`].
+    pub async fn held_by_worker(&self) -> Result<BTreeMap<String, i64>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT attempted_by, count(*) FROM pgfleet.jobs \
+             WHERE state = 'running' AND attempted_by IS NOT NULL GROUP BY attempted_by",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Statistics of every known queue, sorted by name.
     ///
     /// # Errors

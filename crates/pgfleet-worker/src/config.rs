@@ -60,6 +60,9 @@ pub struct WorkerConfig {
     pub schedule_interval: Duration,
     /// How often handlers' progress reports are written (one statement for all).
     pub progress_interval: Duration,
+    /// How often queue counts are sampled for the console's charts (with `maintenance`;
+    /// one sample per interval fleet-wide).
+    pub sample_interval: Duration,
     /// Retention of finished jobs.
     pub retention: Retention,
     /// Retry backoff.
@@ -103,6 +106,7 @@ impl WorkerConfig {
             rescue_interval: Duration::from_secs(5),
             schedule_interval: Duration::from_millis(500),
             progress_interval: Duration::from_secs(1),
+            sample_interval: Duration::from_secs(10),
             retention: Retention::default(),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(25),

@@ -696,6 +696,13 @@ async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToken) {
         if let Err(e) = shared.queue.rescue_expired(1000).await {
             tracing::warn!(error = %e, "rescue pass failed");
         }
+        if let Err(e) = shared
+            .queue
+            .sample_queues(shared.config.sample_interval)
+            .await
+        {
+            tracing::warn!(error = %e, "queue sampling failed");
+        }
         if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             last_prune = Some(Instant::now());
             if let Err(e) = shared

@@ -55,6 +55,10 @@ pub struct GatewayFlags {
     /// Accept plain-http push endpoints on loopback hosts (development and tests only).
     #[arg(long, env = "PGFLEET_PUSH_ALLOW_HTTP_LOOPBACK")]
     pub push_allow_http_loopback: bool,
+    /// Link template for a job's trace in the console: `{trace_id}` is replaced (for
+    /// example `http://localhost:16686/trace/{trace_id}` for Jaeger).
+    #[arg(long, env = "PGFLEET_TRACE_URL")]
+    pub trace_url: Option<String>,
 }
 
 impl GatewayFlags {
@@ -81,6 +85,7 @@ impl GatewayFlags {
             messages_queue: self.messages_queue.clone(),
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
             timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            trace_url: self.trace_url.clone().filter(|u| !u.is_empty()),
         })
     }
 }

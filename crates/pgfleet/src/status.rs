@@ -24,7 +24,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let stats = queue.stats().await?;
     let workers = queue.workers(None).await?;
     let leases = queue.partition_leases(None).await?;
-    let pools = pgfleet_controller::report::list(queue.pool()).await?;
+    let pools = queue.pools().await?;
     let limits = queue.flow_status(None).await?;
     let schedules = queue.schedules().await?;
     if args.json {

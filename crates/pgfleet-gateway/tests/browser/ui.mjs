@@ -50,10 +50,12 @@ try {
   await page.goto(`${base}/`);
   findings.url = page.url();
   await page.fill("#api-key", apiKey);
-  await page.fill("#user-id", userId);
   await page.click("#settings button[type=submit]");
+  await page.click('nav a[href="#/queues"]');
   await page.waitForSelector("#queues tbody tr", { timeout: 15000 });
   findings.queues = await page.$$eval("#queues tbody tr", (rows) => rows.map((r) => r.dataset.queue));
+  await page.click('nav a[href="#/push"]');
+  await page.fill("#user-id", userId);
 
   await page.click("#subscribe");
   await page.waitForFunction(() => document.getElementById("push-status").textContent.startsWith("subscribed"), null, { timeout: 15000 });

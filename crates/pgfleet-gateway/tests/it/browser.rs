@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::{spawn_gateway_with, start_worker_with, ADMIN_KEY};
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let path =
         PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
     path.exists().then_some(path)

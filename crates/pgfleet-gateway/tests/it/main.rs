@@ -4,6 +4,8 @@
 mod api;
 mod bad_input;
 mod browser;
+mod console_api;
+mod console_browser;
 mod hardening;
 mod messages;
 mod poison;

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use pgfleet_queue::admin::JobFilter;
+use pgfleet_queue::admin::{JobFilter, PageRequest, StateFilter};
 use pgfleet_queue::backoff::Backoff;
 use pgfleet_queue::finalize::{Finished, Outcome};
 use pgfleet_queue::retention::Retention;
@@ -205,11 +205,14 @@ async fn list_filters_and_paginates_across_both_tables() -> anyhow::Result<()> {
     let mut after = None;
     loop {
         let page = queue
-            .list_jobs(&JobFilter {
-                after_id: after,
-                limit: 7,
-                ..Default::default()
-            })
+            .search_jobs(
+                &JobFilter::default(),
+                &PageRequest {
+                    cursor: after,
+                    limit: 7,
+                    ..Default::default()
+                },
+            )
             .await?;
         if page.is_empty() {
             break;
@@ -220,26 +223,27 @@ async fn list_filters_and_paginates_across_both_tables() -> anyhow::Result<()> {
     assert_eq!(all.len(), 30);
     assert!(all.windows(2).all(|w| w[0].id < w[1].id));
     let completed = queue
-        .list_jobs(&JobFilter {
-            state: Some(JobState::Completed),
-            limit: 100,
-            ..Default::default()
-        })
+        .search_jobs(
+            &JobFilter {
+                states: vec![StateFilter::Is(JobState::Completed)],
+                ..Default::default()
+            },
+            &page(100),
+        )
         .await?;
     assert_eq!(completed.len(), 5);
     let a = queue
-        .list_jobs(&JobFilter {
-            kind: Some("a".into()),
-            limit: 100,
-            ..Default::default()
-        })
+        .search_jobs(
+            &JobFilter {
+                kind: Some("a".into()),
+                ..Default::default()
+            },
+            &page(100),
+        )
         .await?;
     assert_eq!(a.len(), 10);
     assert!(queue
-        .list_jobs(&JobFilter {
-            limit: 0,
-            ..Default::default()
-        })
+        .search_jobs(&JobFilter::default(), &page(0))
         .await
         .is_err());
     Ok(())
@@ -326,4 +330,11 @@ async fn stats_by_queue_and_partition() -> anyhow::Result<()> {
     let per_partition: i64 = q.partitions.values().map(|c| c.available).sum();
     assert_eq!(per_partition, 30);
     Ok(())
+}
+
+fn page(limit: i64) -> PageRequest {
+    PageRequest {
+        limit,
+        ..Default::default()
+    }
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod claim;
+mod console;
 mod enqueue;
 mod flow;
 mod listener;
