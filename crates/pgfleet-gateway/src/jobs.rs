@@ -245,7 +245,9 @@ pub struct FilterParams {
     pub from: Option<DateTime<Utc>>,
     /// Before this time (RFC 3339), same clock as `from`.
     pub to: Option<DateTime<Utc>>,
-    /// Text in the payload or the errors, case-insensitive (1 to 200 characters).
+    /// Text in the payload or the errors, exactly as written (case-sensitive; 1 to 200
+    /// characters). It reads every job the other filters leave: narrow it by state, kind or
+    /// time on large histories.
     #[param(min_length = 1, max_length = 200)]
     #[schema(min_length = 1, max_length = 200)]
     pub q: Option<String>,

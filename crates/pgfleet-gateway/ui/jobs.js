@@ -53,7 +53,7 @@ export function jobsView(params) {
     field("Partition key", "partition_key", params.get("partition_key")),
     field("From", "from", local("from"), { type: "datetime-local" }),
     field("To", "to", local("to"), { type: "datetime-local" }),
-    field("Search payload and errors", "q", params.get("q"), { type: "search", maxlength: "200" }),
+    field("Text in payload or errors (exact case)", "q", params.get("q"), { type: "search", maxlength: "200" }),
     h("label", {}, "Order", orderSelect),
     h("button", { type: "submit" }, "Apply"),
     h("a", { href: "#/jobs", class: "button" }, "Clear"));

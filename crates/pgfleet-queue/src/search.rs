@@ -18,6 +18,9 @@ use crate::Queue;
 /// The most rows one list call returns.
 pub const MAX_PAGE: i64 = 1000;
 
+/// The widest time window searched through the BRIN index rather than the primary key.
+pub const NARROW_WINDOW_HOURS: i64 = 24;
+
 /// The longest text search (characters).
 pub const MAX_TEXT: usize = 200;
 
@@ -68,7 +71,8 @@ pub struct JobFilter {
     pub from: Option<DateTime<Utc>>,
     /// Before this time (same clock as `from`).
     pub to: Option<DateTime<Utc>>,
-    /// Case-insensitive text in the payload or the errors (1 to 200 characters).
+    /// Text in the payload or the errors, exactly as written (case-sensitive: half the cost
+    /// of `ILIKE` on every row the search reads; 1 to 200 characters).
     pub text: Option<String>,
 }
 
@@ -120,7 +124,7 @@ impl Table {
     }
 }
 
-/// `%`, `_` and `\` taken literally inside an `ILIKE` pattern.
+/// `%`, `_` and `\` taken literally inside a `LIKE` pattern.
 fn like_pattern(text: &str) -> String {
     let mut p = String::with_capacity(text.len() + 2);
     p.push('%');
@@ -170,6 +174,13 @@ impl JobFilter {
             }
         }
         Ok(())
+    }
+
+    /// A time window closed on both ends and at most [`NARROW_WINDOW_HOURS`] wide: few
+    /// finished jobs, all found by the BRIN index on `finalized_at`.
+    fn narrow_window(&self) -> bool {
+        matches!((self.from, self.to), (Some(f), Some(t))
+            if t - f <= chrono::Duration::hours(NARROW_WINDOW_HOURS))
     }
 
     /// Whether any job of `table` can match the state filter.
@@ -229,17 +240,22 @@ impl JobFilter {
         }
         if let Some(t) = &self.text {
             let p = like_pattern(t);
-            qb.push(" AND (payload::text ILIKE ")
+            qb.push(" AND (payload::text LIKE ")
                 .push_bind(p.clone())
-                .push(" OR errors::text ILIKE ")
+                .push(" OR errors::text LIKE ")
                 .push_bind(p)
                 .push(")");
         }
     }
 }
 
-/// The list statement: each table's page by the filter, merged.
-pub(crate) fn list_query<'a>(f: &JobFilter, page: &PageRequest) -> QueryBuilder<'a, Postgres> {
+/// The list statement (after `prefix`, e.g. `EXPLAIN`): each table's page by the filter,
+/// merged.
+pub(crate) fn list_query<'a>(
+    prefix: &str,
+    f: &JobFilter,
+    page: &PageRequest,
+) -> QueryBuilder<'a, Postgres> {
     let (cmp, dir) = if page.newest_first {
         ("<", "DESC")
     } else {
@@ -249,15 +265,31 @@ pub(crate) fn list_query<'a>(f: &JobFilter, page: &PageRequest) -> QueryBuilder<
         .into_iter()
         .filter(|t| f.touches(*t))
         .collect();
-    let mut qb = QueryBuilder::new("");
+    let mut qb = QueryBuilder::new(prefix);
     for (i, t) in tables.iter().enumerate() {
         if i > 0 {
             qb.push(" UNION ALL ");
         }
-        qb.push(format!("(SELECT {} FROM {}", t.columns(), t.name()));
+        // A closed window of finished jobs is found through the BRIN index on finalized_at
+        // and then sorted: the planner, assuming matches spread evenly over the ids, would
+        // walk the primary key from the newest job through every job finished after `to`.
+        // (`OFFSET 0` keeps it from pulling the ORDER BY into the range scan.)
+        let fenced = *t == Table::Finished && f.narrow_window();
+        if fenced {
+            qb.push(format!(
+                "(SELECT * FROM (SELECT {} FROM {}",
+                t.columns(),
+                t.name()
+            ));
+        } else {
+            qb.push(format!("(SELECT {} FROM {}", t.columns(), t.name()));
+        }
         f.push_where(&mut qb, *t);
         if let Some(c) = page.cursor {
             qb.push(format!(" AND id {cmp} ")).push_bind(c);
+        }
+        if fenced {
+            qb.push(" OFFSET 0) w");
         }
         qb.push(format!(" ORDER BY id {dir} LIMIT "))
             .push_bind(page.limit)
@@ -289,13 +321,37 @@ impl Queue {
         {
             return Ok(Vec::new());
         }
-        let rows = list_query(filter, page)
+        // Not prepared: each search gets a plan for its own values (a cached generic plan
+        // cannot tell a one-hour window from a week).
+        let rows = list_query("", filter, page)
             .build()
+            .persistent(false)
             .fetch_all(self.pool())
             .await?;
         Ok(rows
             .iter()
             .map(Job::from_row_lossy)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The plan PostgreSQL ran [`Queue::search_jobs`]'s statement with (`EXPLAIN (ANALYZE,
+    /// BUFFERS)`: the statement runs), one line per plan line.
+    ///
+    /// # Errors
+    /// [`QueueError::Invalid`] for a bad limit or filter, [`QueueError::Database`].
+    pub async fn explain_search(
+        &self,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> Result<Vec<String>> {
+        filter.validate()?;
+        let rows = list_query("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ", filter, page)
+            .build()
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
             .collect::<std::result::Result<_, _>>()?)
     }
 
@@ -312,7 +368,7 @@ impl Queue {
             }
             let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {}", t.name()));
             filter.push_where(&mut qb, t);
-            let row = qb.build().fetch_one(self.pool()).await?;
+            let row = qb.build().persistent(false).fetch_one(self.pool()).await?;
             total += row.try_get::<i64, _>(0)?;
         }
         Ok(total)
@@ -334,7 +390,7 @@ impl Queue {
             .push_bind(after)
             .push(" ORDER BY id LIMIT ")
             .push_bind(limit);
-        let rows = qb.build().fetch_all(self.pool()).await?;
+        let rows = qb.build().persistent(false).fetch_all(self.pool()).await?;
         Ok(rows
             .iter()
             .map(|r| r.try_get::<i64, _>(0))
@@ -347,7 +403,7 @@ mod tests {
     use super::*;
 
     fn sql(f: &JobFilter, p: &PageRequest) -> String {
-        list_query(f, p).sql().to_owned()
+        list_query("", f, p).sql().to_owned()
     }
 
     #[test]
@@ -410,6 +466,57 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("id ASC"), "oldest first by default: {s}");
+    }
+
+    #[test]
+    fn a_closed_narrow_window_of_finished_jobs_is_fenced() {
+        let now = Utc::now();
+        let window = JobFilter {
+            from: Some(now - chrono::Duration::hours(2)),
+            to: Some(now - chrono::Duration::hours(1)),
+            ..Default::default()
+        };
+        let s = sql(
+            &window,
+            &PageRequest {
+                limit: 50,
+                ..Default::default()
+            },
+        );
+        assert!(
+            s.contains("FROM pgfleet.jobs_finished WHERE") && s.contains("OFFSET 0) w ORDER BY id"),
+            "{s}"
+        );
+        assert_eq!(
+            s.matches("OFFSET 0").count(),
+            1,
+            "the hot table is not fenced: {s}"
+        );
+        let open = JobFilter {
+            from: Some(now - chrono::Duration::hours(2)),
+            ..Default::default()
+        };
+        assert!(!sql(
+            &open,
+            &PageRequest {
+                limit: 50,
+                ..Default::default()
+            }
+        )
+        .contains("OFFSET 0"));
+        let wide = JobFilter {
+            from: Some(now - chrono::Duration::days(3)),
+            to: Some(now),
+            ..Default::default()
+        };
+        assert!(!sql(
+            &wide,
+            &PageRequest {
+                limit: 50,
+                ..Default::default()
+            }
+        )
+        .contains("OFFSET 0"));
     }
 
     #[test]

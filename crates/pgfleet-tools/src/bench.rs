@@ -45,6 +45,9 @@ pub enum Suite {
     /// Workflows: chains of 5 and fan-outs of 100 against independent jobs, and the
     /// burn-down of ready jobs beside a backlog of blocked ones.
     Workflow,
+    /// The console's job list on a large history: p50/p95 per filter, EXPLAIN with
+    /// `--explain`.
+    Console,
 }
 
 /// `pgfleet bench`.
@@ -115,6 +118,15 @@ pub struct BenchArgs {
     /// Blocked jobs beside the workflow suite's last burn-down.
     #[arg(long, default_value_t = 100_000)]
     pub blocked: usize,
+    /// Finished jobs in the console suite's history.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub finished: usize,
+    /// Runs of each console-suite question (p50 and p95 are reported).
+    #[arg(long, default_value_t = 40)]
+    pub console_runs: usize,
+    /// Print the console suite's query plans.
+    #[arg(long)]
+    pub explain: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -156,6 +168,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Suite::Fleet => crate::bench_fleet::bench_fleet(&args, options, &db_url).await,
         Suite::Flow => crate::bench_flow::bench_flow(&args, options, &db_url).await,
         Suite::Workflow => crate::bench_workflow::bench_workflow(&args, options, &db_url).await,
+        Suite::Console => crate::bench_console::bench_console(&args, options).await,
         Suite::Ingest => bench_ingest(&args, options).await,
         Suite::Push => crate::bench_push::bench_push(&args, options).await,
         Suite::LongTx => crate::bench_long_tx::bench_long_tx(&args, options).await,
@@ -181,6 +194,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::bench_flow::print_flow(&report);
     } else if args.suite == Suite::Workflow {
         crate::bench_workflow::print_workflow(&report);
+    } else if args.suite == Suite::Console {
+        crate::bench_console::print_console(&report);
     } else {
         print_table(&report);
     }

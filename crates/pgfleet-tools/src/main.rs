@@ -7,6 +7,7 @@
 //! worker or gateway processes run that `pgfleet`.
 
 mod bench;
+mod bench_console;
 mod bench_fleet;
 mod bench_flow;
 mod bench_long_tx;

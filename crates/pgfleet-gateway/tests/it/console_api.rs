@@ -66,7 +66,7 @@ async fn the_list_filters_counts_and_acts_in_bulk() -> anyhow::Result<()> {
     .await;
     assert!(page2["jobs"][0]["id"].as_i64().unwrap() < next);
     assert_eq!(page2["jobs"][0]["partition_key"].as_str().unwrap().len(), 8);
-    let found = get_json(&g, "/v1/jobs?q=USER7%40example&partition_key=tenant-1").await;
+    let found = get_json(&g, "/v1/jobs?q=user7%40example&partition_key=tenant-1").await;
     assert_eq!(found["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(found["jobs"][0]["payload"]["to"], "user7@example.com");
     let count = get_json(

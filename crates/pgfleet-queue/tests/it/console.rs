@@ -96,9 +96,15 @@ async fn search_filters_pages_and_counts_across_both_tables() -> anyhow::Result<
         ..Default::default()
     };
     assert_eq!(queue.count_jobs(&even).await?, 5);
-    // Text search is literal (% and _ are not wildcards) and looks in errors too.
+    // Text search is literal (% and _ are not wildcards), case-sensitive, and looks in
+    // errors too.
+    let shouting = JobFilter {
+        text: Some("NEEDLE".into()),
+        ..Default::default()
+    };
+    assert_eq!(queue.count_jobs(&shouting).await?, 0);
     let needle = JobFilter {
-        text: Some("NEEDLE 50%_".into()),
+        text: Some("needle 50%_".into()),
         ..Default::default()
     };
     let found = queue.search_jobs(&needle, &page(10, false, None)).await?;
