@@ -17,24 +17,31 @@ use serde_json::Value;
 
 use crate::{spawn_gateway_with, start_worker_with, ADMIN_KEY};
 
-pub(crate) fn chromium() -> Option<PathBuf> {
-    let path =
+/// Chromium and the browser scripts' directory (with playwright-core installed); `None`,
+/// after saying the test is skipped, where Chromium is not installed.
+pub(crate) fn chromium_and_scripts(test: &str) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+    let chromium =
         PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    path.exists().then_some(path)
-}
-
-#[tokio::test]
-async fn the_page_subscribes_sends_and_the_service_worker_shows_the_push() -> anyhow::Result<()> {
-    let Some(chromium) = chromium() else {
-        eprintln!("SKIPPED: Chromium is not installed (apt-get install chromium); the browser test did not run");
-        return Ok(());
-    };
+    if !chromium.exists() {
+        eprintln!(
+            "SKIPPED: Chromium is not installed (apt-get install chromium); {test} did not run"
+        );
+        return Ok(None);
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     anyhow::ensure!(
         dir.join("node_modules/playwright-core").exists(),
         "playwright-core is missing: run `npm ci --prefix {}` (scripts/test does)",
         dir.display()
     );
+    Ok(Some((chromium, dir)))
+}
+
+#[tokio::test]
+async fn the_page_subscribes_sends_and_the_service_worker_shows_the_push() -> anyhow::Result<()> {
+    let Some((chromium, dir)) = chromium_and_scripts("the browser test")? else {
+        return Ok(());
+    };
     let keys = VapidKeys::generate("mailto:browser-test@pgfleet.dev")?;
     let public = keys.public_key().to_owned();
     let g = {

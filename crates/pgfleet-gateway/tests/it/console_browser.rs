@@ -7,7 +7,6 @@
 //! Needs Debian's `chromium` and `npm ci` in `tests/browser` (CI and `scripts/test` do
 //! both); skipped, saying so, where Chromium is not installed.
 
-use std::path::Path;
 use std::time::Duration;
 
 use pgfleet_queue::{JobState, NewJob};
@@ -18,16 +17,9 @@ use crate::{spawn_gateway_with, start_worker, ADMIN_KEY, READ_KEY};
 #[tokio::test]
 async fn an_operator_finds_retries_bulk_cancels_and_pauses_from_the_console() -> anyhow::Result<()>
 {
-    let Some(chromium) = crate::browser::chromium() else {
-        eprintln!("SKIPPED: Chromium is not installed (apt-get install chromium); the console test did not run");
+    let Some((chromium, dir)) = crate::browser::chromium_and_scripts("the console test")? else {
         return Ok(());
     };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    anyhow::ensure!(
-        dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci --prefix {}` (scripts/test does)",
-        dir.display()
-    );
     let g = spawn_gateway_with(|c| c.timeout = Duration::from_secs(30)).await?;
     let (_stop, _task) = start_worker(&g, &["default", "mail"]).await?;
     // A job that fails twice (its attempts run out), then succeeds once retried; and one
