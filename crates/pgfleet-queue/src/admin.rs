@@ -36,7 +36,7 @@ pub enum BulkAction {
 pub struct BulkOutcome {
     /// Jobs the action applied to (running jobs asked to stop count as cancelled).
     pub affected: u64,
-    /// False when it stopped at its `max` before every match was acted on.
+    /// False when it stopped (at its `max` or its time budget) with matches left.
     pub done: bool,
 }
 
@@ -195,17 +195,19 @@ impl Queue {
                 .execute(&mut *tx)
                 .await?;
         }
-        let fin = sqlx::query("DELETE FROM pgfleet.jobs_finished WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let mut deleted: Vec<i64> =
+            sqlx::query_scalar("DELETE FROM pgfleet.jobs_finished WHERE id = ANY($1) RETURNING id")
+                .bind(ids)
+                .fetch_all(&mut *tx)
+                .await?;
+        deleted.extend(hot.iter().map(|(id, _)| *id));
+        // Only the deleted jobs' keys: a running job keeps its own.
         sqlx::query("DELETE FROM pgfleet.unique_keys WHERE job_id = ANY($1)")
-            .bind(ids)
+            .bind(&deleted)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(hot.len() as u64 + fin)
+        Ok(deleted.len() as u64)
     }
 
     /// Applies `action` to every job `filter` matches, [`BULK_BATCH`] jobs per transaction

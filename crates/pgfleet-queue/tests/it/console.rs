@@ -204,8 +204,13 @@ async fn bulk_actions_act_on_the_filter_only_in_resumable_batches() -> anyhow::R
     };
     assert_eq!(queue.count_jobs(&runnable).await?, n as i64);
     // A running job is asked to stop once (a second pass does not count it again), and
-    // delete leaves it alone.
+    // delete leaves it alone, unique key included.
+    let mut keyed = NewJob::new("mail", "email.send").payload(json!({"i": -1}));
+    keyed.unique_key = Some("welcome:42".into());
+    keyed.priority = 0;
+    queue.enqueue(keyed).await?;
     let held = claim(&queue, &["mail"], 1, "w").await?.remove(0);
+    assert_eq!(held.unique_key.as_deref(), Some("welcome:42"));
     let one = JobFilter {
         text: Some(format!("\"i\": {}}}", held.payload["i"])),
         kind: Some("email.send".into()),
@@ -231,8 +236,13 @@ async fn bulk_actions_act_on_the_filter_only_in_resumable_batches() -> anyhow::R
         ..Default::default()
     };
     let deleted = queue.bulk(BulkAction::Delete, &emails, None, None).await?;
-    assert_eq!(deleted.affected, n as u64 - 1);
+    assert_eq!(deleted.affected, n as u64);
     assert_eq!(queue.count_jobs(&emails).await?, 1);
+    let again = queue
+        .enqueue(NewJob::new("mail", "email.send").unique_key("welcome:42"))
+        .await?;
+    assert!(again.duplicate, "the running job keeps its unique key");
+    assert_eq!(again.id, held.id);
     // A zero budget stops before the first batch.
     let out = queue
         .bulk(BulkAction::Delete, &digests, None, Some(Duration::ZERO))

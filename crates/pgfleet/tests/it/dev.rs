@@ -113,7 +113,12 @@ async fn pgfleet_dev_runs_everything_on_a_private_postgres() -> anyhow::Result<(
     assert_eq!(got.claims.unwrap()["sub"], "mailto:dev@pgfleet.localhost");
     let page = http.get(format!("{base}/")).send().await?;
     assert!(page.url().path().ends_with("/ui/"));
-    assert!(page.text().await?.contains("Subscribe this browser"));
+    assert!(page
+        .text()
+        .await?
+        .contains("<title>pgfleet console</title>"));
+    let push_view = http.get(format!("{base}/ui/push.js")).send().await?;
+    assert!(push_view.text().await?.contains("Subscribe this browser"));
     let enqueue = std::process::Command::new(BIN)
         .args(["enqueue", "noop", "--count", "20"])
         .env_remove("DATABASE_URL")
