@@ -281,7 +281,7 @@ impl FilterParams {
     /// 422 naming `state` for an unknown state.
     pub fn to_filter(&self) -> Result<JobFilter, ApiError> {
         let states = match self.state.as_deref() {
-            None | Some("") => Vec::new(),
+            None => Vec::new(),
             Some(list) => list
                 .split(',')
                 .map(|s| s.trim().parse::<StateFilter>())
@@ -598,8 +598,9 @@ pub struct DependencyDto {
     pub kind: String,
     /// Its state.
     pub state: String,
-    /// Its output, once completed with one.
-    #[schema(value_type = Option<crate::openapi::JsonValue>)]
+    /// Its output, once completed with one (`null` until then; any JSON value, so the
+    /// schema does not list `null` twice).
+    #[schema(value_type = crate::openapi::JsonValue)]
     pub output: Option<Value>,
 }
 

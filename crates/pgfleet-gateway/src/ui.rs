@@ -1,6 +1,6 @@
 //! The console at `/ui/`: jobs (filtered list, job page, bulk actions by filter), queues
 //! (counts and charts, pause and resume, limits, schedules), fleet (workers, pools and the
-//! autoscaler's decisions), errors grouped, and the Web Push page. Static files compiled
+//! autoscaler's decisions), errors grouped, workflows, and the Web Push page. Static files compiled
 //! into the binary, ES modules with no build step, served with a strict CSP; the page calls
 //! the `/v1` API with the API key the operator enters (kept in the tab's session storage).
 
@@ -26,6 +26,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("fleet.js", JS, include_str!("../ui/fleet.js")),
     ("errors.js", JS, include_str!("../ui/errors.js")),
     ("push.js", JS, include_str!("../ui/push.js")),
+    ("workflows.js", JS, include_str!("../ui/workflows.js")),
     ("sw.js", JS, include_str!("../ui/sw.js")),
     (
         "style.css",

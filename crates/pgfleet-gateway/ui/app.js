@@ -7,6 +7,7 @@ import { queuesView } from "./queues.js";
 import { fleetView } from "./fleet.js";
 import { errorsView } from "./errors.js";
 import { pushView } from "./push.js";
+import { workflowView } from "./workflows.js";
 import { showError } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
@@ -15,6 +16,7 @@ const REFRESH_MS = 2000;
 const routes = [
   [/^#\/jobs\/(\d+)$/, (m) => jobView(Number(m[1]))],
   [/^#\/jobs(\?.*)?$/, (m) => jobsView(new URLSearchParams((m[1] || "").slice(1)))],
+  [/^#\/workflows\/(\d+)$/, (m) => workflowView(Number(m[1]))],
   [/^#\/queues$/, () => queuesView()],
   [/^#\/fleet$/, () => fleetView()],
   [/^#\/errors$/, () => errorsView()],

@@ -199,7 +199,7 @@ export function jobView(id) {
       ["Created", time(j.created_at)], ["Runs at", time(j.run_at)],
       ["Latest attempt started", time(j.attempted_at)], ["Worker", j.attempted_by || "—"],
       ["Finished", time(j.finalized_at)], ["Trace", trace],
-      ["Workflow", j.workflow_id ? `#${j.workflow_id}` : "—"],
+      ["Workflow", j.workflow_id ? h("a", { href: `#/workflows/${j.workflow_id}` }, `#${j.workflow_id}`) : "—"],
     ].flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
     const attempts = attemptsOf(j);
     details.replaceChildren(

@@ -13,6 +13,7 @@ const base = env("PGFLEET_UI_BASE");
 const adminKey = env("PGFLEET_UI_ADMIN_KEY");
 const readKey = env("PGFLEET_UI_READ_KEY");
 const failedId = env("PGFLEET_UI_FAILED_JOB");
+const workflowId = env("PGFLEET_UI_WORKFLOW");
 const T = { timeout: 20000 };
 
 const browser = await chromium.launch({
@@ -109,6 +110,12 @@ try {
   await page.waitForSelector('#queues tr[data-queue="mail"][data-paused="false"]', T);
   findings.resumedShown = await page.textContent('#queues tr[data-queue="mail"] .paused-cell');
   findings.charts = await page.$$eval('.queue-charts[data-queue="mail"] svg', (s) => s.map((x) => x.getAttribute("aria-label")));
+
+  // A workflow: its jobs, what each waits for, their outputs' cells, its state.
+  await page.goto(`${base}/ui/#/workflows/${workflowId}`);
+  await page.waitForFunction(() => document.getElementById("workflow-state")?.textContent === "completed", null, T);
+  findings.workflowJobs = await page.$$eval("#workflow-jobs tbody tr", (rows) => rows.map((r) => [r.dataset.id, r.dataset.state, r.cells[3].textContent]));
+  findings.unlabelled.workflow = await unlabelled(page);
 
   // The other views render with their data and labelled controls.
   await page.click('nav a[href="#/fleet"]');

@@ -86,6 +86,17 @@ async fn the_list_filters_counts_and_acts_in_bulk() -> anyhow::Result<()> {
     assert_eq!(problem(r, 422).await["field"], "state");
     let r = g
         .http
+        .get(format!("{}/v1/jobs/count?state=", g.base))
+        .bearer_auth(READ_KEY)
+        .send()
+        .await?;
+    assert_eq!(
+        problem(r, 422).await["field"],
+        "state",
+        "an empty state list"
+    );
+    let r = g
+        .http
         .get(format!(
             "{}/v1/jobs/count?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
             g.base

@@ -1,7 +1,7 @@
 //! The console in headless Chromium, driven mostly by keyboard (`tests/browser/console.mjs`):
 //! filter to a failed job, open it, read its error history, retry it and watch it complete;
 //! bulk-cancel 500 scheduled jobs of one kind by filter; pause and resume a queue; the
-//! fleet and errors views; a read-scope key sees no action and the API refuses it; every
+//! fleet, errors and workflow views; a read-scope key sees no action and the API refuses it; every
 //! control is labelled; the key stays in its tab; no CSP violation or script error.
 //!
 //! Needs Debian's `chromium` and `npm ci` in `tests/browser` (CI and `scripts/test` do
@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use pgfleet_queue::workflow::{NewWorkflow, WorkflowJob};
 use pgfleet_queue::{JobState, NewJob};
 use serde_json::{json, Value};
 
@@ -71,6 +72,17 @@ async fn an_operator_finds_retries_bulk_cancels_and_pauses_from_the_console() ->
         .collect();
     g.queue.enqueue_many(&jobs).await?;
     g.queue.sample_queues(Duration::ZERO).await?;
+    // A workflow of two jobs, the second waiting for the first.
+    let wf = g
+        .queue
+        .enqueue_workflow(&NewWorkflow {
+            name: "signup".into(),
+            jobs: vec![
+                WorkflowJob::new("create", NewJob::new("default", "noop")),
+                WorkflowJob::new("welcome", NewJob::new("default", "noop")).after(["create"]),
+            ],
+        })
+        .await?;
 
     let out = tokio::time::timeout(
         Duration::from_secs(180),
@@ -82,6 +94,7 @@ async fn an_operator_finds_retries_bulk_cancels_and_pauses_from_the_console() ->
             .env("PGFLEET_UI_ADMIN_KEY", ADMIN_KEY)
             .env("PGFLEET_UI_READ_KEY", READ_KEY)
             .env("PGFLEET_UI_FAILED_JOB", failed.to_string())
+            .env("PGFLEET_UI_WORKFLOW", wf.id.to_string())
             .kill_on_drop(true)
             .output(),
     )
@@ -160,6 +173,17 @@ async fn an_operator_finds_retries_bulk_cancels_and_pauses_from_the_console() ->
     let groups = f["errorGroups"].as_array().unwrap();
     assert!(
         groups.contains(&json!(["fail", "card declined: code #", "1"])),
+        "{f}"
+    );
+
+    // The workflow's jobs, the second waiting for the first.
+    let wf_jobs = f["workflowJobs"].as_array().unwrap();
+    assert_eq!(wf_jobs.len(), 2, "{f}");
+    let first = &wf_jobs[0][0];
+    assert!(wf_jobs.iter().all(|j| j[1] == "completed"), "{f}");
+    assert_eq!(
+        wf_jobs[1][2],
+        format!("#{}", first.as_str().unwrap()),
         "{f}"
     );
 
