@@ -17,9 +17,12 @@ use crate::{pgfleet, signal, spawn, stderr, stdout, wait_exit, Proc};
 /// Each tick of `schedule` (its time) with when its job was enqueued.
 async fn ticks(db: &TestDb, schedule: &str) -> anyhow::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
     Ok(sqlx::query_as(
-        "SELECT run_at, created_at FROM (SELECT run_at, created_at, metadata FROM pgfleet.jobs \
-           UNION ALL SELECT run_at, created_at, metadata FROM pgfleet.jobs_finished) j \
-         WHERE metadata->>'schedule' = $1 ORDER BY run_at",
+        // The tick the scheduler recorded, not `run_at`: a tick's job held by a killed
+        // worker is rescued with `run_at` moved to the rescue.
+        "SELECT (metadata->>'tick')::timestamptz AS tick, created_at \
+         FROM (SELECT created_at, metadata FROM pgfleet.jobs \
+           UNION ALL SELECT created_at, metadata FROM pgfleet.jobs_finished) j \
+         WHERE metadata->>'schedule' = $1 ORDER BY tick",
     )
     .bind(schedule)
     .fetch_all(&db.pool)
