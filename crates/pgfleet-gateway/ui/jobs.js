@@ -10,7 +10,12 @@ const PAGE = 50;
 function filterOf(params) {
   const f = {};
   for (const k of FILTERS) if (params.get(k)) f[k] = params.get(k);
-  for (const k of ["from", "to"]) if (f[k]) f[k] = new Date(f[k]).toISOString();
+  for (const k of ["from", "to"]) {
+    if (!f[k]) continue;
+    const t = new Date(f[k]);
+    if (Number.isNaN(t.getTime())) delete f[k]; // a hand-edited URL: ignore the bad bound
+    else f[k] = t.toISOString();
+  }
   return f;
 }
 

@@ -139,7 +139,8 @@ try {
   const reader = await browser.newContext();
   const rpage = await signIn(reader, readKey);
   findings.readScope = await rpage.textContent("#scope");
-  await rpage.goto(`${base}/ui/#/jobs?kind=email.send`);
+  // (A hand-edited URL with a bad time is ignored, not a script error.)
+  await rpage.goto(`${base}/ui/#/jobs?kind=email.send&from=not-a-time`);
   await rpage.waitForSelector("#jobs tbody tr", T);
   findings.readBulkButtons = await rpage.$$eval("button[data-bulk]", (b) => b.length);
   await rpage.goto(`${base}/ui/#/jobs/${failedId}`);
