@@ -2,7 +2,10 @@
 // mostly by keyboard. Called by the Rust test `console_browser.rs`, which runs the gateway
 // and a worker, seeds the jobs, and passes coordinates in PGFLEET_UI_* variables. Prints
 // one JSON line of findings; the Rust test asserts on them (and on the database).
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
+
+const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 
 const env = (name) => {
   const v = process.env[name];
@@ -159,6 +162,26 @@ try {
     return [pause.status, retry.status, bulk.status];
   }, [readKey, failedId]);
   findings.refusalErrors = findings.consoleErrors.splice(errorsSoFar);
+
+  // 5. axe-core (WCAG 2 A and AA rules) on every view. Its script is injected, which the
+  // console's CSP forbids, so this context alone bypasses the CSP.
+  const audit = await browser.newContext({ bypassCSP: true });
+  const apage = await signIn(audit, adminKey);
+  findings.a11y = [];
+  const views = [["jobs", "#/jobs", "#jobs tbody tr"], ["job", `#/jobs/${failedId}`, "#attempts tbody tr"],
+    ["workflow", `#/workflows/${workflowId}`, "#workflow-jobs tbody tr"], ["queues", "#/queues", "#queues tbody tr"],
+    ["fleet", "#/fleet", "#workers tbody tr"], ["errors", "#/errors", "#errors tbody tr"], ["push", "#/push", "#subscribe"]];
+  for (const [name, hash, ready] of views) {
+    await apage.goto(`${base}/ui/${hash}`);
+    await apage.waitForSelector(ready, T);
+    if (!(await apage.evaluate(() => "axe" in window))) await apage.addScriptTag({ path: axePath });
+    const violations = await apage.evaluate(async () => {
+      const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa"] } });
+      return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, first: v.nodes[0]?.target?.join(" ") }));
+    });
+    for (const v of violations) findings.a11y.push({ view: name, ...v });
+  }
+  findings.a11yViews = views.length;
 } finally {
   await browser.close();
 }

@@ -29,11 +29,13 @@ pub(crate) fn chromium_and_scripts(test: &str) -> anyhow::Result<Option<(PathBuf
         return Ok(None);
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    anyhow::ensure!(
-        dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci --prefix {}` (scripts/test does)",
-        dir.display()
-    );
+    for package in ["playwright-core", "axe-core"] {
+        anyhow::ensure!(
+            dir.join("node_modules").join(package).exists(),
+            "{package} is missing: run `npm ci --prefix {}` (scripts/test does)",
+            dir.display()
+        );
+    }
     Ok(Some((chromium, dir)))
 }
 

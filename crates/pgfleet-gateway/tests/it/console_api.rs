@@ -9,6 +9,18 @@ use serde_json::json;
 
 use crate::{get_json, problem, send_json, spawn_gateway_with, ADMIN_KEY, READ_KEY};
 
+/// GETs `path` with the read key, expects 422 and returns the field it names.
+async fn invalid_field(g: &crate::Gateway, path: &str) -> serde_json::Value {
+    let r = g
+        .http
+        .get(format!("{}{path}", g.base))
+        .bearer_auth(READ_KEY)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 422).await["field"].clone()
+}
+
 #[tokio::test]
 async fn me_says_the_scope_and_the_trace_link() -> anyhow::Result<()> {
     let g =
@@ -77,34 +89,14 @@ async fn the_list_filters_counts_and_acts_in_bulk() -> anyhow::Result<()> {
     assert_eq!(count["count"], 20);
 
     // Bad filters name the parameter, in the query and in a bulk body.
-    let r = g
-        .http
-        .get(format!("{}/v1/jobs?state=failed", g.base))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await?;
-    assert_eq!(problem(r, 422).await["field"], "state");
-    let r = g
-        .http
-        .get(format!("{}/v1/jobs/count?state=", g.base))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await?;
+    assert_eq!(invalid_field(&g, "/v1/jobs?state=failed").await, "state");
     assert_eq!(
-        problem(r, 422).await["field"],
+        invalid_field(&g, "/v1/jobs/count?state=").await,
         "state",
         "an empty state list"
     );
-    let r = g
-        .http
-        .get(format!(
-            "{}/v1/jobs/count?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
-            g.base
-        ))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await?;
-    assert_eq!(problem(r, 422).await["field"], "from");
+    let backwards = "/v1/jobs/count?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z";
+    assert_eq!(invalid_field(&g, backwards).await, "from");
     let r = send_json(
         &g,
         Method::POST,
@@ -167,13 +159,8 @@ async fn errors_history_and_pools_for_the_console() -> anyhow::Result<()> {
     let h = get_json(&g, "/v1/queues/default/history?minutes=5").await;
     assert_eq!(h.as_array().unwrap().len(), 1);
     assert_eq!(h[0]["available"], 1);
-    let r = g
-        .http
-        .get(format!("{}/v1/queues/default/history?minutes=0", g.base))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await?;
-    assert_eq!(problem(r, 422).await["field"], "minutes");
+    let zero = "/v1/queues/default/history?minutes=0";
+    assert_eq!(invalid_field(&g, zero).await, "minutes");
     assert_eq!(get_json(&g, "/v1/errors").await, json!([]));
     g.queue
         .record_pool(&PoolReport {

@@ -2,7 +2,8 @@
 //! filter to a failed job, open it, read its error history, retry it and watch it complete;
 //! bulk-cancel 500 scheduled jobs of one kind by filter; pause and resume a queue; the
 //! fleet, errors and workflow views; a read-scope key sees no action and the API refuses it; every
-//! control is labelled; the key stays in its tab; no CSP violation or script error.
+//! control is labelled and axe-core's WCAG 2 A/AA rules pass on every view; the key stays in
+//! its tab; no CSP violation or script error.
 //!
 //! Needs Debian's `chromium` and `npm ci` in `tests/browser` (CI and `scripts/test` do
 //! both); skipped, saying so, where Chromium is not installed.
@@ -209,6 +210,9 @@ async fn an_operator_finds_retries_bulk_cancels_and_pauses_from_the_console() ->
         "{f}"
     );
 
+    // axe-core's WCAG 2 A/AA rules find nothing on any view.
+    assert_eq!(f["a11yViews"], 7);
+    assert_eq!(f["a11y"], json!([]), "{f}");
     // Accessibility basics and a clean console (a CSP violation would be logged here).
     for (view, missing) in f["unlabelled"].as_object().unwrap() {
         assert_eq!(missing, &json!([]), "unlabelled controls on {view}");
