@@ -95,17 +95,18 @@ impl Queue {
             " moved"
         );
         let moved = sqlx::query(sql).bind(ids).execute(self.pool()).await?;
-        let requested: Vec<i64> = sqlx::query_scalar(
-            "UPDATE pgfleet.jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()) \
-             WHERE id = ANY($1) AND state = 'running' RETURNING id",
+        // Running jobs: flagged and their workers told, in one statement however many.
+        let requested: i64 = sqlx::query_scalar(
+            "WITH r AS (UPDATE pgfleet.jobs \
+               SET cancel_requested_at = coalesce(cancel_requested_at, now()) \
+               WHERE id = ANY($1) AND state = 'running' RETURNING id) \
+             SELECT count(*) FROM (SELECT pg_notify($2, 'cancel:' || id) FROM r) told",
         )
         .bind(ids)
-        .fetch_all(self.pool())
+        .bind(CONTROL_CHANNEL)
+        .fetch_one(self.pool())
         .await?;
-        for id in &requested {
-            notify(self.pool(), CONTROL_CHANNEL, &format!("cancel:{id}")).await?;
-        }
-        Ok(moved.rows_affected() + requested.len() as u64)
+        Ok(moved.rows_affected() + requested as u64)
     }
 
     /// Makes a job run again now: a discarded or cancelled job goes back to the queue (its

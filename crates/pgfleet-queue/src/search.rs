@@ -46,6 +46,16 @@ impl std::str::FromStr for StateFilter {
     }
 }
 
+impl StateFilter {
+    /// Whether jobs it matches live in `table`.
+    fn in_table(self, table: Table) -> bool {
+        match self {
+            Self::Is(s) => table.holds(s),
+            Self::Scheduled => table == Table::Hot,
+        }
+    }
+}
+
 impl std::fmt::Display for StateFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -185,25 +195,14 @@ impl JobFilter {
 
     /// Whether any job of `table` can match the state filter.
     pub(crate) fn touches(&self, table: Table) -> bool {
-        self.states.is_empty()
-            || self.states.iter().any(|s| match s {
-                StateFilter::Is(s) => table.holds(*s),
-                StateFilter::Scheduled => table == Table::Hot,
-            })
+        self.states.is_empty() || self.states.iter().any(|s| s.in_table(table))
     }
 
     /// Appends ` WHERE ...` for `table` (call only when [`JobFilter::touches`] it); later
     /// conditions follow with ` AND `.
     pub(crate) fn push_where(&self, qb: &mut QueryBuilder<'_, Postgres>, table: Table) {
         qb.push(" WHERE true");
-        let states: Vec<&StateFilter> = self
-            .states
-            .iter()
-            .filter(|s| match s {
-                StateFilter::Is(s) => table.holds(*s),
-                StateFilter::Scheduled => table == Table::Hot,
-            })
-            .collect();
+        let states: Vec<&StateFilter> = self.states.iter().filter(|s| s.in_table(table)).collect();
         if !states.is_empty() {
             qb.push(" AND (");
             for (i, s) in states.iter().enumerate() {

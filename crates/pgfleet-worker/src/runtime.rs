@@ -688,6 +688,7 @@ async fn schedule_loop(shared: Arc<Shared>, stop: CancellationToken) {
 
 async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let mut last_prune: Option<Instant> = None;
+    let mut last_sample: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(shared.config.rescue_interval) => {}
@@ -696,12 +697,16 @@ async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToken) {
         if let Err(e) = shared.queue.rescue_expired(1000).await {
             tracing::warn!(error = %e, "rescue pass failed");
         }
-        if let Err(e) = shared
-            .queue
-            .sample_queues(shared.config.sample_interval)
-            .await
-        {
-            tracing::warn!(error = %e, "queue sampling failed");
+        // At most one try per interval here; the queue keeps it to one sample fleet-wide.
+        if last_sample.is_none_or(|t| t.elapsed() >= shared.config.sample_interval) {
+            last_sample = Some(Instant::now());
+            if let Err(e) = shared
+                .queue
+                .sample_queues(shared.config.sample_interval)
+                .await
+            {
+                tracing::warn!(error = %e, "queue sampling failed");
+            }
         }
         if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             last_prune = Some(Instant::now());

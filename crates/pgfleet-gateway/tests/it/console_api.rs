@@ -11,14 +11,7 @@ use crate::{get_json, problem, send_json, spawn_gateway_with, ADMIN_KEY, READ_KE
 
 /// GETs `path` with the read key, expects 422 and returns the field it names.
 async fn invalid_field(g: &crate::Gateway, path: &str) -> serde_json::Value {
-    let r = g
-        .http
-        .get(format!("{}{path}", g.base))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await
-        .unwrap();
-    problem(r, 422).await["field"].clone()
+    problem(crate::get_as_reader(g, path).await, 422).await["field"].clone()
 }
 
 #[tokio::test]

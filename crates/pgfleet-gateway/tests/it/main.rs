@@ -116,15 +116,19 @@ pub async fn send_json(
         .unwrap()
 }
 
-/// GETs `path` with the read key, expects 200 and returns the JSON body.
-pub async fn get_json(g: &Gateway, path: &str) -> serde_json::Value {
-    let r = g
-        .http
+/// GETs `path` with the read key.
+pub async fn get_as_reader(g: &Gateway, path: &str) -> reqwest::Response {
+    g.http
         .get(format!("{}{path}", g.base))
         .bearer_auth(READ_KEY)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// GETs `path` with the read key, expects 200 and returns the JSON body.
+pub async fn get_json(g: &Gateway, path: &str) -> serde_json::Value {
+    let r = get_as_reader(g, path).await;
     assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
 }
