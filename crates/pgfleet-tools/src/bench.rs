@@ -566,16 +566,17 @@ async fn latency(
     Ok([pct(0.50), pct(0.95), pct(0.99), s.len() as f64])
 }
 
-/// The `p` quantile (0..=1) of `sorted` (ascending), by nearest rank; NaN when empty.
+/// The `p` quantile (0..=1) of `sorted` (ascending) by nearest rank (the `ceil(n p)`-th
+/// value); NaN when empty.
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = (sorted.len() as f64 * p).ceil() as usize;
     sorted
-        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .get(rank.clamp(1, sorted.len().max(1)) - 1)
         .copied()
         .unwrap_or(f64::NAN)
 }
 
 /// Runs `call` in a loop on `callers` concurrent tasks for `secs` seconds; returns calls/s.
-/// Runs `callers` loops of `call` for `secs`; calls completed per second.
 pub async fn calls_per_sec<F, Fut>(callers: usize, secs: u64, call: F) -> anyhow::Result<f64>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
@@ -686,4 +687,20 @@ fn print_ingest(r: &serde_json::Value) {
         l["p50"], l["p99"], l["max"]
     );
     println!("  errors             {:>8}", r["errors"]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentile_is_the_nearest_rank() {
+        let twenty: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&twenty, 0.5), 10.0);
+        assert_eq!(percentile(&twenty, 0.95), 19.0);
+        assert_eq!(percentile(&twenty, 1.0), 20.0);
+        assert_eq!(percentile(&twenty, 0.0), 1.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
 }

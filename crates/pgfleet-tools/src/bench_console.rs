@@ -18,7 +18,7 @@ use pgfleet_queue::{JobState, Queue};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::bench::{progress, ratio, BenchArgs};
+use crate::bench::{percentile, progress, ratio, BenchArgs};
 use pgfleet_app::database::connect_pool;
 
 /// The questions, named as the report names them.
@@ -164,14 +164,6 @@ FROM (SELECT i, now() - interval '7 days' + (i::float8 / $2) * interval '7 days'
         .execute(pool)
         .await?;
     Ok(())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
 }
 
 /// Runs the console suite against the fresh database (`options`).
