@@ -189,12 +189,16 @@ impl Queue {
         .bind(ids)
         .fetch_all(&mut *tx)
         .await?;
-        // A deleted job that others wait for counts as cancelled for them.
-        for (id, _) in hot.iter().filter(|(_, d)| *d) {
-            sqlx::query("SELECT pgfleet.settle_dependents($1, 'cancelled')")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        // A deleted job that others wait for counts as cancelled for them (one statement
+        // for the batch).
+        let waited_for: Vec<i64> = hot.iter().filter(|(_, d)| *d).map(|(id, _)| *id).collect();
+        if !waited_for.is_empty() {
+            sqlx::query(
+                "SELECT pgfleet.settle_dependents(id, 'cancelled') FROM unnest($1::bigint[]) AS id",
+            )
+            .bind(&waited_for)
+            .execute(&mut *tx)
+            .await?;
         }
         let mut deleted: Vec<i64> =
             sqlx::query_scalar("DELETE FROM pgfleet.jobs_finished WHERE id = ANY($1) RETURNING id")
